@@ -1,0 +1,47 @@
+"""Events produced by the inventory service."""
+
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .envelope import Event
+from .orders import Sku
+
+
+class ReservedLineV1(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sku: Sku
+    quantity: int = Field(gt=0)
+
+
+class StockReservedV1(Event):
+    """Every line of the order is reserved."""
+
+    event_type: Literal["stock.reserved"] = "stock.reserved"
+    schema_version: Literal[1] = 1
+
+    order_id: UUID
+    lines: tuple[ReservedLineV1, ...] = Field(min_length=1)
+
+
+class RejectedLineV1(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sku: Sku
+    requested: int = Field(gt=0)
+    available: int = Field(ge=0)
+    reason: Literal["insufficient_stock", "unknown_sku"]
+
+
+class StockRejectedV1(Event):
+    """The order cannot be reserved in full; nothing was reserved."""
+
+    event_type: Literal["stock.rejected"] = "stock.rejected"
+    schema_version: Literal[1] = 1
+
+    order_id: UUID
+    rejected_lines: tuple[RejectedLineV1, ...] = Field(
+        min_length=1, description="Only the lines that could not be reserved, each with why."
+    )

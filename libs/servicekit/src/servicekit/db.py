@@ -1,0 +1,78 @@
+"""PostgreSQL: create the service's database, apply its migrations, open its pool."""
+
+import json
+import logging
+from pathlib import Path
+
+import asyncpg
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+KIT_MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 7_340_001  # pg advisory lock key: one migrator at a time per database
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Create the database named in the URL if it does not exist; True if it was created."""
+    url = URL(database_url)
+    name = url.path.lstrip("/")
+    admin = await asyncpg.connect(str(url.with_path("/postgres")))
+    try:
+        if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:  # another replica won the race
+            return False
+        log.info("created database %s", name)
+        return True
+    finally:
+        await admin.close()
+
+
+def migration_files(service_migrations: Path) -> list[tuple[str, Path]]:
+    """(id, file) in the order they apply: the kit's tables first, then the service's own."""
+    kit = [(f"servicekit/{p.name}", p) for p in sorted(KIT_MIGRATIONS.glob("*.sql"))]
+    own = [(p.name, p) for p in sorted(service_migrations.glob("*.sql"))]
+    return kit + own
+
+
+async def migrate(database_url: str, service_migrations: Path) -> list[str]:
+    """Apply pending migrations, each in its own transaction; return the ids applied."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   id text PRIMARY KEY,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["id"] for r in await conn.fetch("SELECT id FROM schema_migrations")}
+        applied = []
+        for migration_id, path in migration_files(service_migrations):
+            if migration_id in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (id) VALUES ($1)", migration_id)
+            log.info("applied migration %s", migration_id)
+            applied.append(migration_id)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.close()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for json_type in ("json", "jsonb"):
+        await conn.set_type_codec(
+            json_type, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(database_url: str, max_size: int) -> asyncpg.Pool:
+    """A pool whose json/jsonb columns read and write Python objects."""
+    return await asyncpg.create_pool(
+        database_url, min_size=1, max_size=max_size, init=_init_connection
+    )

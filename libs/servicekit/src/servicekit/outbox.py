@@ -1,0 +1,146 @@
+"""Transactional outbox: write events with the state change, publish them afterwards.
+
+`add_to_outbox` runs inside the caller's transaction, so an event exists if and only if the
+change that caused it committed. `OutboxRelay` publishes pending rows in batches, each
+message persistent, mandatory and confirmed, and marks a row sent only after its confirm.
+A crash between confirm and mark publishes that row again: consumers are idempotent.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import asyncpg
+from contracts import Event
+from faststream.rabbit import RabbitBroker
+
+from .topology import EVENTS_EXCHANGE
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "outbox"
+
+
+async def add_to_outbox(
+    conn: asyncpg.Connection, event: Event, headers: dict[str, Any] | None = None
+) -> None:
+    """Queue `event` for publishing; call inside the transaction that changes state."""
+    await conn.execute(
+        "INSERT INTO outbox (event_id, routing_key, payload, headers) VALUES ($1, $2, $3, $4)",
+        event.event_id,
+        event.routing_key(),
+        event.model_dump(mode="json"),
+        headers or {},
+    )
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # delivered at commit, wakes the relay
+
+
+class OutboxRelay:
+    """Publishes outbox rows until stopped; survives broker and database outages."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: RabbitBroker,
+        *,
+        batch_size: int,
+        poll_interval: float,
+        confirm_timeout: float,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._confirm_timeout = confirm_timeout
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._ensure_listener()
+                while await self.publish_batch() == self._batch_size:
+                    pass  # a full batch means more may be waiting
+                backoff = 0.1
+                await self._sleep(self._poll_interval)
+            except Exception as exc:  # noqa: BLE001 - an outage: log, back off, try again
+                log.warning("outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
+                await self._drop_listener()
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+        await self._drop_listener()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; return how many rows were marked published."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, event_id, routing_key, payload, headers FROM outbox
+                   WHERE published_at IS NULL ORDER BY id LIMIT $1
+                   FOR UPDATE SKIP LOCKED""",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            results = await asyncio.gather(
+                *(self._publish(row) for row in rows), return_exceptions=True
+            )
+            published = [row["id"] for row, result in zip(rows, results) if result is None]
+            if published:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1)", published
+                )
+        failures = [(row, r) for row, r in zip(rows, results) if r is not None]
+        for row, error in failures:
+            log.warning("event %s (%s) not published: %r", row["event_id"], row["routing_key"], error)
+        if failures:
+            raise failures[0][1]
+        log.debug("published %d events", len(published))
+        return len(published)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        payload = row["payload"]
+        await self._broker.publish(
+            json.dumps(payload).encode(),
+            exchange=EVENTS_EXCHANGE,
+            routing_key=row["routing_key"],
+            persist=True,
+            mandatory=True,
+            message_id=str(row["event_id"]),
+            correlation_id=payload.get("correlation_id"),
+            message_type=row["routing_key"],
+            content_type="application/json",
+            headers=row["headers"],
+            timeout=self._confirm_timeout,
+        )
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            self._listener = await self._pool.acquire()
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    async def _drop_listener(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+                await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self._pool.release(listener)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()

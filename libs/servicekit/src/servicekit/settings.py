@@ -1,0 +1,45 @@
+"""Settings every service shares; each service subclasses with its own env prefix."""
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings
+from yarl import URL
+
+
+class ServiceSettings(BaseSettings):
+    """Validated at start-up. Subclasses set `env_prefix` and the defaults that differ."""
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    http_host: str = "127.0.0.1"
+    http_port: int
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    prefetch: int = Field(16, ge=1, le=1000, description="Unacked messages per consumer.")
+    db_pool_size: int = Field(24, ge=4, description="At least prefetch + 3: each handler holds one.")
+    graceful_timeout: float = Field(
+        10.0, gt=0, description="Seconds in-flight handlers get to finish on shutdown."
+    )
+    outbox_batch_size: int = Field(100, ge=1, le=10_000)
+    outbox_poll_interval: float = Field(
+        1.0, gt=0, description="Fallback poll; new rows normally wake the relay at once."
+    )
+    publish_confirm_timeout: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pool_fits_prefetch(self) -> Self:
+        if self.db_pool_size < self.prefetch + 3:
+            raise ValueError(
+                f"db_pool_size ({self.db_pool_size}) must be at least prefetch + 3 "
+                f"({self.prefetch + 3}): every in-flight message holds a connection, "
+                "and HTTP and the outbox relay (publisher and listener) need theirs"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_default_credentials_in_production(self) -> Self:
+        if self.environment == "production" and URL(self.rabbitmq_url).password in (None, "guest"):
+            raise ValueError("rabbitmq_url uses the default guest credentials in production")
+        return self

@@ -1,0 +1,18 @@
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+from servicekit.settings import ServiceSettings
+
+
+class EmailSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="EMAIL_")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/email"
+    http_port: int = 8002
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout: float = Field(10.0, gt=0)
+    sender_address: str = "orders@orderflow.example"

@@ -1,0 +1,18 @@
+"""Email HTTP API: what was sent."""
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter
+from servicekit.http import PoolDep
+
+from ..adapters import repository
+
+router = APIRouter(tags=["email"])
+
+
+@router.get("/emails")
+async def list_emails(pool: PoolDep, order_id: UUID | None = None) -> list[dict[str, Any]]:
+    """Emails about one order, or the latest 100."""
+    async with pool.acquire() as conn:
+        return await repository.list_emails(conn, order_id)

@@ -1,0 +1,22 @@
+"""Composition root of the email service."""
+
+from fastapi import FastAPI
+from servicekit.service import ServiceSpec, build_app
+
+from .adapters.smtp import SmtpSender
+from .config import EmailSettings
+from .entrypoints.amqp import event_handlers
+from .entrypoints.http import router
+from .handlers import SERVICE
+
+
+def create_app(settings: EmailSettings | None = None) -> FastAPI:
+    settings = settings or EmailSettings()
+    return build_app(
+        ServiceSpec(
+            name=SERVICE,
+            settings=settings,
+            routers=[router],
+            handlers=event_handlers(SmtpSender(settings)),
+        )
+    )

@@ -1,0 +1,42 @@
+"""Inventory HTTP API: stock levels and reservations."""
+
+from typing import Any
+from uuid import UUID
+
+from contracts.orders import Sku
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+from servicekit.http import PoolDep
+
+from .. import handlers
+from ..adapters import repository
+
+router = APIRouter(tags=["inventory"])
+
+
+class StockLevel(BaseModel):
+    available: int = Field(ge=0, le=1_000_000_000)
+
+
+@router.put("/stock/{sku}")
+async def set_stock(sku: Sku, body: StockLevel, pool: PoolDep) -> dict[str, Any]:
+    """Set how many units of `sku` are available to reserve; reservations are kept."""
+    return await handlers.set_stock(pool, sku, body.available)
+
+
+@router.get("/stock/{sku}")
+async def get_stock(sku: Sku, pool: PoolDep) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        stock = await repository.fetch_stock(conn, sku)
+    if stock is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"sku {sku} not stocked")
+    return stock
+
+
+@router.get("/reservations/{order_id}")
+async def get_reservation(order_id: UUID, pool: PoolDep) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        reservation = await repository.fetch_reservation(conn, order_id)
+    if reservation is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reservation for order {order_id}")
+    return reservation

@@ -1,0 +1,20 @@
+"""Composition root of the inventory service."""
+
+from fastapi import FastAPI
+from servicekit.service import ServiceSpec, build_app
+
+from .config import InventorySettings
+from .entrypoints.amqp import EVENT_HANDLERS
+from .entrypoints.http import router
+from .handlers import SERVICE
+
+
+def create_app(settings: InventorySettings | None = None) -> FastAPI:
+    return build_app(
+        ServiceSpec(
+            name=SERVICE,
+            settings=settings or InventorySettings(),
+            routers=[router],
+            handlers=EVENT_HANDLERS,
+        )
+    )

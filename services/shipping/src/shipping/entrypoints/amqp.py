@@ -1,0 +1,10 @@
+"""The events the shipping service consumes, and the use case each one runs."""
+
+from collections.abc import Mapping
+
+from contracts import Event, OrderCreatedV1
+from servicekit.consumer import Handler
+
+from ..handlers import create_shipment
+
+EVENT_HANDLERS: Mapping[type[Event], Handler] = {OrderCreatedV1: create_shipment}

@@ -1,0 +1,20 @@
+"""Composition root of the shipping service."""
+
+from fastapi import FastAPI
+from servicekit.service import ServiceSpec, build_app
+
+from .config import ShippingSettings
+from .entrypoints.amqp import EVENT_HANDLERS
+from .entrypoints.http import router
+from .handlers import SERVICE
+
+
+def create_app(settings: ShippingSettings | None = None) -> FastAPI:
+    return build_app(
+        ServiceSpec(
+            name=SERVICE,
+            settings=settings or ShippingSettings(),
+            routers=[router],
+            handlers=EVENT_HANDLERS,
+        )
+    )
