@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,21 @@ async def prepare_database(settings: ServiceSettings, migrations: Path) -> None:
     """Create the service's database if missing and apply its pending migrations."""
     await ensure_database(settings.database_url)
     await migrate(settings.database_url, migrations)
+
+
+def _exit_cleanly_after_graceful_shutdown() -> None:
+    """Make SIGTERM/SIGINT end the process with 0 once uvicorn has shut down gracefully.
+
+    uvicorn handles the signal itself (stop HTTP, then the lifespan: consumers finish
+    in-flight messages), restores the previous handler and raises the signal again; the
+    default handler would report death by signal to the supervisor.
+    """
+
+    def exit_zero(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_zero)
+    signal.signal(signal.SIGINT, exit_zero)
 
 
 def main(
@@ -38,6 +54,7 @@ def main(
     asyncio.run(prepare_database(settings, migrations))
     if args.command == "serve":
         logging.getLogger(name).info("serving on http://%s:%s", settings.http_host, settings.http_port)
+        _exit_cleanly_after_graceful_shutdown()
         uvicorn.run(
             create_app(settings),
             host=settings.http_host,

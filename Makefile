@@ -1,0 +1,17 @@
+# The two commands: `make run` and `make test`. Both install what they need first.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+
+.PHONY: run test install schemas
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --locked
+
+run: install
+	$(UV) run python deploy/devstack.py
+
+test: install
+	$(UV) run pytest $(PYTEST_ARGS)
+
+schemas: install
+	$(UV) run python -m contracts.schemas

@@ -1,0 +1,198 @@
+"""Run the whole system on this machine: an SMTP sink and the four services as separate processes.
+
+`make run` runs this file; the end-to-end tests start the system through the same `Stack`.
+It expects RabbitMQ and PostgreSQL at RABBITMQ_URL and POSTGRES_URL (defaults: the local
+servers); each service creates its database if missing and applies its migrations as it
+starts. Ctrl-C stops everything.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    name: str
+    module: str
+    env_prefix: str
+    default_port: int
+
+
+SERVICES = (
+    ServiceProcess("orders", "orders", "ORDERS_", 8001),
+    ServiceProcess("email", "email_service", "EMAIL_", 8002),
+    ServiceProcess("inventory", "inventory", "INVENTORY_", 8003),
+    ServiceProcess("shipping", "shipping", "SHIPPING_", 8004),
+)
+
+
+@dataclass
+class StackConfig:
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
+    database_prefix: str = ""
+    ports: dict[str, int] = field(default_factory=lambda: {s.name: s.default_port for s in SERVICES})
+    smtp_port: int = 1025
+    run_dir: Path = ROOT / ".run"
+    log_to_files: bool = False
+    """False: every process writes to this terminal; True: to `<run_dir>/<name>.log`."""
+    service_env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for every service, e.g. `{"ORDERS_PREFETCH": "4"}`."""
+
+    @classmethod
+    def from_environment(cls) -> "StackConfig":
+        config = cls()
+        config.rabbitmq_url = os.environ.get("RABBITMQ_URL", config.rabbitmq_url)
+        config.postgres_url = os.environ.get("POSTGRES_URL", config.postgres_url)
+        config.smtp_port = int(os.environ.get("SMTP_PORT", config.smtp_port))
+        return config
+
+    @property
+    def mbox(self) -> Path:
+        return self.run_dir / "mail.mbox"
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.config.ports[service]}"
+
+    def environment(self, service: ServiceProcess) -> dict[str, str]:
+        config, prefix = self.config, service.env_prefix
+        env = {
+            **os.environ,
+            f"{prefix}RABBITMQ_URL": config.rabbitmq_url,
+            f"{prefix}DATABASE_URL": f"{config.postgres_url}/{config.database_prefix}{service.name}",
+            f"{prefix}HTTP_PORT": str(config.ports[service.name]),
+            "EMAIL_SMTP_PORT": str(config.smtp_port),
+            **config.service_env,
+        }
+        return env
+
+    def start(self) -> None:
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "smtp-sink",
+            [sys.executable, str(ROOT / "deploy" / "smtp_sink.py"),
+             "--port", str(self.config.smtp_port), "--mbox", str(self.config.mbox)],
+            dict(os.environ),
+        )
+        for service in SERVICES:
+            self.start_service(service.name)
+
+    def start_service(self, name: str) -> None:
+        service = next(s for s in SERVICES if s.name == name)
+        self._spawn(name, [sys.executable, "-m", service.module, "serve"], self.environment(service))
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        output = None
+        if self.config.log_to_files:
+            output = open(self.config.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        # A session of its own: Ctrl-C reaches only this launcher, which stops children in order.
+        self.processes[name] = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60.0, services: tuple[str, ...] | None = None) -> None:
+        """Poll each service's /health/ready until all answer 200; raise on timeout or crash."""
+        pending = set(services or (s.name for s in SERVICES))
+        deadline = time.monotonic() + timeout
+        while pending:
+            for name in sorted(pending):
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {self.processes[name].returncode}")
+                if _is_ready(self.url(name)):
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout}s: {', '.join(sorted(pending))}")
+            if pending:
+                time.sleep(0.2)
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal one process and wait for it to exit. Its exit code."""
+        if self.processes[name].poll() is None:
+            self.processes[name].send_signal(sig)
+        return self._wait(name, timeout)
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int]:
+        """Stop the services together (they finish in-flight work), then the SMTP sink."""
+        services = [name for name in self.processes if name != "smtp-sink"]
+        for name in services:
+            if self.processes[name].poll() is None:
+                self.processes[name].send_signal(signal.SIGTERM)
+        codes = {name: self._wait(name, timeout) for name in services}
+        if "smtp-sink" in self.processes:
+            codes["smtp-sink"] = self.stop_service("smtp-sink")
+        return codes
+
+    def _wait(self, name: str, timeout: float) -> int:
+        """Wait for a process to exit; kill it if it outlives `timeout`."""
+        process = self.processes[name]
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return process.returncode
+
+    def exited(self) -> dict[str, int]:
+        return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+
+
+def _is_ready(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/health/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def main() -> int:
+    stack = Stack(StackConfig.from_environment())
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    stack.start()
+    try:
+        stack.wait_ready(timeout=90)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"\nstart-up failed: {exc}", file=sys.stderr)
+        stack.stop()
+        return 1
+    print("\nAll services ready:")
+    for service in SERVICES:
+        print(f"  {service.name:<10} {stack.url(service.name)}   (docs: {stack.url(service.name)}/docs)")
+    print(f"  smtp-sink  127.0.0.1:{stack.config.smtp_port}   (mail kept in {stack.config.mbox})")
+    print("Place an order: see README.md. Ctrl-C stops everything.\n", flush=True)
+    while not stopping:
+        if crashed := stack.exited():
+            print(f"\nstopped unexpectedly: {crashed}; stopping the rest", file=sys.stderr)
+            stack.stop()
+            return 1
+        time.sleep(0.5)
+    print("\nstopping...", flush=True)
+    codes = stack.stop()
+    print(f"stopped: {codes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
