@@ -15,6 +15,7 @@ Failures take one of two paths:
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,16 @@ Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 """Runs an event's effect on a connection inside the consumer's transaction."""
 
 MAX_REASON_LENGTH = 2000
+
+
+@dataclass
+class ConsumerStats:
+    """What the consumer did since the process started; shown by /health/ready."""
+
+    processed: int = 0
+    duplicates: int = 0
+    requeued: int = 0
+    dead_lettered: int = 0
 
 
 class PermanentFailure(Exception):
@@ -88,6 +99,7 @@ class EventConsumer:
         self._broker = broker
         self._handlers = {cls.routing_key(): handler for cls, handler in handlers.items()}
         self._known = {cls.routing_key(): cls for cls in handlers}
+        self.stats = ConsumerStats()
         self.subscriber = broker.subscriber(
             topology.work_queue,
             channel=Channel(prefetch_count=prefetch),
@@ -101,24 +113,29 @@ class EventConsumer:
 
     async def process(self, message: RabbitMessage) -> None:
         try:
-            await self._apply(message.raw_message.body)
+            had_effect = await self._apply(message.raw_message.body)
         except PermanentFailure as failure:
             await self._dead_letter_or_requeue(message, failure)
         except Exception as exc:  # noqa: BLE001 - transient until the delivery limit says otherwise
-            self._log_requeue(message, exc)
-            await message.nack(requeue=True)
+            await self._requeue(message, exc)
         else:
             await message.ack()
+            if had_effect:
+                self.stats.processed += 1
+            else:
+                self.stats.duplicates += 1
 
-    async def _apply(self, body: bytes) -> None:
+    async def _apply(self, body: bytes) -> bool:
+        """Run the event's handler once; False when it already had its effect."""
         event = decode_event(body, self._known)
         log.info("event %s (%s) received", event.event_id, event.routing_key())
         async with self._pool().acquire() as conn, conn.transaction():
-            if await record_processed(conn, event):
-                await self._handlers[event.routing_key()](conn, event)
-                log.info("event %s processed", event.event_id)
-            else:
+            if not await record_processed(conn, event):
                 log.info("event %s is a duplicate; no effect", event.event_id)
+                return False
+            await self._handlers[event.routing_key()](conn, event)
+        log.info("event %s processed", event.event_id)
+        return True
 
     async def _dead_letter_or_requeue(
         self, message: RabbitMessage, failure: PermanentFailure
@@ -126,14 +143,14 @@ class EventConsumer:
         try:
             await self._dead_letter(message, failure)
         except Exception as exc:  # noqa: BLE001 - cannot reach the DLQ now: keep the message
-            self._log_requeue(message, exc)
-            await message.nack(requeue=True)
+            await self._requeue(message, exc)
         else:
+            self.stats.dead_lettered += 1
             await message.ack()
 
-    @staticmethod
-    def _log_requeue(message: RabbitMessage, exc: Exception) -> None:
+    async def _requeue(self, message: RabbitMessage, exc: Exception) -> None:
         raw = message.raw_message
+        self.stats.requeued += 1
         log.warning(
             "message %s failed (%s: %s); requeued (delivery %s)",
             raw.message_id,
@@ -141,6 +158,7 @@ class EventConsumer:
             exc,
             (raw.headers or {}).get("x-delivery-count", 0),
         )
+        await message.nack(requeue=True)
 
     async def _dead_letter(self, message: RabbitMessage, failure: PermanentFailure) -> None:
         raw = message.raw_message

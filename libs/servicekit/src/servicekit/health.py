@@ -1,6 +1,7 @@
 """Liveness and readiness, the same for every service."""
 
 import asyncio
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,7 +29,11 @@ async def ready(request: Request) -> JSONResponse:
     }
     is_ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        {"status": "ready" if is_ready else "not ready", "checks": checks},
+        {
+            "status": "ready" if is_ready else "not ready",
+            "checks": checks,
+            "messages": asdict(runtime.consumer.stats),
+        },
         status_code=200 if is_ready else 503,
     )
 

@@ -4,6 +4,9 @@
 change that caused it committed. `OutboxRelay` publishes pending rows in batches, each
 message persistent, mandatory and confirmed, and marks a row sent only after its confirm.
 A crash between confirm and mark publishes that row again: consumers are idempotent.
+
+A row the broker refuses (returned as unroutable, or nacked) is retried on its own backoff
+so it never holds up the others; when the broker cannot be reached, the relay backs off.
 """
 
 import asyncio
@@ -13,6 +16,7 @@ import logging
 from typing import Any
 
 import asyncpg
+from aiormq.exceptions import DeliveryError
 from contracts import Event
 from faststream.rabbit import RabbitBroker
 
@@ -85,7 +89,8 @@ class OutboxRelay:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """SELECT id, event_id, routing_key, payload, headers FROM outbox
-                   WHERE published_at IS NULL ORDER BY id LIMIT $1
+                   WHERE published_at IS NULL AND next_attempt_at <= now()
+                   ORDER BY id LIMIT $1
                    FOR UPDATE SKIP LOCKED""",
                 self._batch_size,
             )
@@ -95,17 +100,30 @@ class OutboxRelay:
                 *(self._publish(row) for row in rows), return_exceptions=True
             )
             published = [row["id"] for row, result in zip(rows, results) if result is None]
+            refused = [(row, r) for row, r in zip(rows, results) if isinstance(r, DeliveryError)]
             if published:
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE id = ANY($1)", published
                 )
-        failures = [(row, r) for row, r in zip(rows, results) if r is not None]
-        for row, error in failures:
-            log.warning("event %s (%s) not published: %r", row["event_id"], row["routing_key"], error)
-        if failures:
-            raise failures[0][1]
-        log.debug("published %d events", len(published))
-        return len(published)
+            if refused:
+                await self._retry_later(conn, refused)
+        for row, error in zip(rows, results):
+            if error is not None:
+                log.warning("event %s (%s) not published: %r", row["event_id"], row["routing_key"], error)
+        if unreachable := [r for r in results if r is not None and not isinstance(r, DeliveryError)]:
+            raise unreachable[0]
+        return len(rows)
+
+    async def _retry_later(
+        self, conn: asyncpg.Connection, failures: list[tuple[asyncpg.Record, BaseException]]
+    ) -> None:
+        await conn.executemany(
+            """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                   next_attempt_at = now() + least(interval '1 second' * power(2, attempts),
+                                                   interval '60 seconds')
+               WHERE id = $1""",
+            [(row["id"], repr(error)[:1000]) for row, error in failures],
+        )
 
     async def _publish(self, row: asyncpg.Record) -> None:
         payload = row["payload"]

@@ -1,5 +1,7 @@
 """Composition root of the inventory service."""
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from servicekit.service import ServiceSpec, build_app
 
@@ -8,6 +10,8 @@ from .entrypoints.amqp import EVENT_HANDLERS
 from .entrypoints.http import router
 from .handlers import SERVICE
 
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 def create_app(settings: InventorySettings | None = None) -> FastAPI:
     return build_app(

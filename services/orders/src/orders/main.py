@@ -1,18 +1,22 @@
 """Composition root of the orders service."""
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from servicekit.service import ServiceSpec, build_app
 
-from . import handlers
+from .handlers import SERVICE
 from .config import OrdersSettings
 from .entrypoints.amqp import EVENT_HANDLERS
 from .entrypoints.http import router
 
 
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 def create_app(settings: OrdersSettings | None = None) -> FastAPI:
     return build_app(
         ServiceSpec(
-            name=handlers.SERVICE,
+            name=SERVICE,
             settings=settings or OrdersSettings(),
             routers=[router],
             handlers=EVENT_HANDLERS,

@@ -7,9 +7,13 @@ CREATE TABLE outbox (
     payload      jsonb       NOT NULL,
     headers      jsonb       NOT NULL DEFAULT '{}'::jsonb,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    published_at timestamptz
+    published_at timestamptz,
+    -- a row the broker refused (e.g. no queue bound yet) waits on its own schedule
+    attempts     integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error   text
 );
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+CREATE INDEX outbox_unpublished ON outbox (next_attempt_at, id) WHERE published_at IS NULL;
 
 -- Consuming side: one row per event that had its effect, written in the effect's
 -- transaction, so a redelivered or duplicated event is recognised and has none.

@@ -1,0 +1,60 @@
+import json
+from uuid import uuid4
+
+import pytest
+from contracts import OrderCreatedV1, StockReservedV1
+from pydantic import ValidationError
+from servicekit.consumer import PermanentFailure, decode_event
+from servicekit.settings import ServiceSettings
+
+KNOWN = {StockReservedV1.routing_key(): StockReservedV1}
+
+
+def stock_reserved_body(**changes: object) -> bytes:
+    event = StockReservedV1(
+        order_id=uuid4(), lines=[{"sku": "A", "quantity": 1}], correlation_id=uuid4(), producer="inventory"
+    )
+    return json.dumps({**json.loads(event.model_dump_json()), **changes}).encode()
+
+
+def test_a_valid_body_decodes_to_its_event_class() -> None:
+    assert isinstance(decode_event(stock_reserved_body(), KNOWN), StockReservedV1)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b"\xff\xfe", "malformed JSON"),
+        (b"[1, 2]", "JSON list, not an event object"),
+        (stock_reserved_body(lines=[]), "violates contract stock.reserved.v1: lines"),
+        (stock_reserved_body(order_id="nope"), "violates contract stock.reserved.v1: order_id"),
+        (stock_reserved_body(schema_version=9), "unknown event 'stock.reserved.v9'"),
+    ],
+)
+def test_bad_messages_are_permanent_failures_with_a_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(PermanentFailure, match=reason.replace("[", r"\[").replace("(", r"\(")):
+        decode_event(body, KNOWN)
+
+
+def test_events_this_service_does_not_handle_are_refused() -> None:
+    body = json.dumps({"event_type": OrderCreatedV1.TYPE, "schema_version": 1}).encode()
+    with pytest.raises(PermanentFailure, match="handled here: stock.reserved.v1"):
+        decode_event(body, KNOWN)
+
+
+class ExampleSettings(ServiceSettings):
+    database_url: str = "postgresql://postgres@127.0.0.1/example"
+    http_port: int = 9000
+
+
+def test_pool_must_cover_prefetch() -> None:
+    with pytest.raises(ValidationError, match="at least prefetch \\+ 3"):
+        ExampleSettings(prefetch=30, db_pool_size=20)
+
+
+def test_production_refuses_the_guest_account() -> None:
+    with pytest.raises(ValidationError, match="guest"):
+        ExampleSettings(environment="production")
+    ok = ExampleSettings(environment="production", rabbitmq_url="amqp://orders:s3cret@rabbit/")
+    assert ok.environment == "production"
