@@ -11,6 +11,7 @@ run: install
 	$(UV) run python deploy/devstack.py
 
 test: install
+	$(UV) run ruff check .
 	$(UV) run pytest $(PYTEST_ARGS)
 
 schemas: install

@@ -40,7 +40,9 @@ class StackConfig:
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
     database_prefix: str = ""
-    ports: dict[str, int] = field(default_factory=lambda: {s.name: s.default_port for s in SERVICES})
+    ports: dict[str, int] = field(
+        default_factory=lambda: {s.name: s.default_port for s in SERVICES}
+    )
     smtp_port: int = 1025
     run_dir: Path = ROOT / ".run"
     log_to_files: bool = False
@@ -71,10 +73,11 @@ class Stack:
 
     def environment(self, service: ServiceProcess) -> dict[str, str]:
         config, prefix = self.config, service.env_prefix
+        database = f"{config.database_prefix}{service.name}"
         env = {
             **os.environ,
             f"{prefix}RABBITMQ_URL": config.rabbitmq_url,
-            f"{prefix}DATABASE_URL": f"{config.postgres_url}/{config.database_prefix}{service.name}",
+            f"{prefix}DATABASE_URL": f"{config.postgres_url}/{database}",
             f"{prefix}HTTP_PORT": str(config.ports[service.name]),
             "EMAIL_SMTP_PORT": str(config.smtp_port),
             **config.service_env,
@@ -85,8 +88,14 @@ class Stack:
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "smtp-sink",
-            [sys.executable, str(ROOT / "deploy" / "smtp_sink.py"),
-             "--port", str(self.config.smtp_port), "--mbox", str(self.config.mbox)],
+            [
+                sys.executable,
+                str(ROOT / "deploy" / "smtp_sink.py"),
+                "--port",
+                str(self.config.smtp_port),
+                "--mbox",
+                str(self.config.mbox),
+            ],
             dict(os.environ),
         )
         for service in SERVICES:
@@ -94,7 +103,9 @@ class Stack:
 
     def start_service(self, name: str) -> None:
         service = next(s for s in SERVICES if s.name == name)
-        self._spawn(name, [sys.executable, "-m", service.module, "serve"], self.environment(service))
+        self._spawn(
+            name, [sys.executable, "-m", service.module, "serve"], self.environment(service)
+        )
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         output = None
@@ -102,7 +113,11 @@ class Stack:
             output = open(self.config.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         # A session of its own: Ctrl-C reaches only this launcher, which stops children in order.
         self.processes[name] = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT if output else None,
+            command,
+            env=env,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
             start_new_session=True,
         )
 
@@ -179,7 +194,7 @@ def main() -> int:
         return 1
     print("\nAll services ready:")
     for service in SERVICES:
-        print(f"  {service.name:<10} {stack.url(service.name)}   (docs: {stack.url(service.name)}/docs)")
+        print(f"  {service.name:<10} {(url := stack.url(service.name))}   (API docs: {url}/docs)")
     print(f"  smtp-sink  127.0.0.1:{stack.config.smtp_port}   (mail kept in {stack.config.mbox})")
     print("Place an order: see README.md. Ctrl-C stops everything.\n", flush=True)
     while not stopping:

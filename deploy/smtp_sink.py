@@ -1,6 +1,6 @@
 """A local SMTP server for development and tests: accepts every email, keeps it in an mbox.
 
-    python deploy/smtp_sink.py --port 1025 --mbox .run/mail.mbox
+python deploy/smtp_sink.py --port 1025 --mbox .run/mail.mbox
 """
 
 import argparse
@@ -52,7 +52,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=1025)
     parser.add_argument("--mbox", type=Path, default=Path(".run/mail.mbox"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s smtp-sink %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s smtp-sink %(levelname)s: %(message)s"
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command
     asyncio.run(serve(args.host, args.port, args.mbox))
 
 

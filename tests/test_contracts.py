@@ -3,6 +3,8 @@ from decimal import Decimal
 from uuid import uuid4
 
 import pytest
+from pydantic import ValidationError
+
 from contracts import (
     ALL_EVENTS,
     EVENTS_BY_ROUTING_KEY,
@@ -10,7 +12,6 @@ from contracts import (
     StockReservedV1,
 )
 from contracts.schemas import SCHEMA_DIR, drifted_files, write_schemas
-from pydantic import ValidationError
 
 
 def order_created(**overrides: object) -> OrderCreatedV1:
@@ -21,7 +22,11 @@ def order_created(**overrides: object) -> OrderCreatedV1:
         "total": "19.80",
         "currency": "EUR",
         "shipping_address": {
-            "name": "Ada", "line1": "1 Main St", "city": "Paris", "postal_code": "75001", "country": "FR",
+            "name": "Ada",
+            "line1": "1 Main St",
+            "city": "Paris",
+            "postal_code": "75001",
+            "country": "FR",
         },
         "correlation_id": uuid4(),
         "producer": "orders",
@@ -52,7 +57,10 @@ def test_event_survives_the_wire_with_exact_money() -> None:
 def test_follow_up_event_continues_the_flow() -> None:
     cause = order_created()
     follow_up = StockReservedV1.caused_by(
-        cause, producer="inventory", order_id=cause.order_id, lines=[{"sku": "SKU-1", "quantity": 2}]
+        cause,
+        producer="inventory",
+        order_id=cause.order_id,
+        lines=[{"sku": "SKU-1", "quantity": 2}],
     )
     assert follow_up.correlation_id == cause.correlation_id
     assert follow_up.causation_id == cause.event_id

@@ -22,7 +22,9 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    event_id: UUID = Field(default_factory=uuid4, description="Unique per event; the idempotency key.")
+    event_id: UUID = Field(
+        default_factory=uuid4, description="Unique per event; the idempotency key."
+    )
     event_type: str = Field(description="`<aggregate>.<event>`, e.g. `order.created`.")
     schema_version: int = Field(description="Version of this event's schema.")
     occurred_at: AwareDatetime = Field(default_factory=_now)

@@ -2,8 +2,9 @@ import json
 from uuid import uuid4
 
 import pytest
-from contracts import OrderCreatedV1, StockReservedV1
 from pydantic import ValidationError
+
+from contracts import OrderCreatedV1, StockReservedV1
 from servicekit.consumer import PermanentFailure, decode_event
 from servicekit.settings import ServiceSettings
 
@@ -12,7 +13,10 @@ KNOWN = {StockReservedV1.routing_key(): StockReservedV1}
 
 def stock_reserved_body(**changes: object) -> bytes:
     event = StockReservedV1(
-        order_id=uuid4(), lines=[{"sku": "A", "quantity": 1}], correlation_id=uuid4(), producer="inventory"
+        order_id=uuid4(),
+        lines=[{"sku": "A", "quantity": 1}],
+        correlation_id=uuid4(),
+        producer="inventory",
     )
     return json.dumps({**json.loads(event.model_dump_json()), **changes}).encode()
 

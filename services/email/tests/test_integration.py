@@ -1,10 +1,18 @@
 """Email against the real RabbitMQ, PostgreSQL and an SMTP server, in-process."""
 
 import pytest
+
 from contracts import OrderConfirmationSentV1
 from email_service.config import EmailSettings
 from email_service.main import MIGRATIONS, create_app
-from servicekit.testing import consumer_saw_duplicates, eventually, order_created_event, publish_event, service_under_test, tap
+from servicekit.testing import (
+    consumer_saw_duplicates,
+    eventually,
+    order_created_event,
+    publish_event,
+    service_under_test,
+    tap,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +51,9 @@ async def test_an_order_confirmation_is_sent_once_over_smtp(email, rabbitmq, smt
     [record] = await emails(email, order.order_id)
     assert record["to"] == "grace@example.com"
     assert (record["subject"], record["kind"], record["status"]) == (
-        sent["Subject"], "order_confirmation", "sent",
+        sent["Subject"],
+        "order_confirmation",
+        "sent",
     )
     assert record["sent_at"]
     event = OrderConfirmationSentV1.model_validate_json(published[0].body)

@@ -8,7 +8,10 @@ def line(sku: str, quantity: int) -> SimpleNamespace:
 
 
 def test_lines_for_one_sku_add_up_in_sku_order() -> None:
-    assert list(requested_quantities([line("B", 1), line("A", 2), line("B", 3)]).items()) == [("A", 2), ("B", 4)]
+    assert list(requested_quantities([line("B", 1), line("A", 2), line("B", 3)]).items()) == [
+        ("A", 2),
+        ("B", 4),
+    ]
 
 
 def test_order_is_reserved_when_every_line_fits() -> None:

@@ -4,10 +4,18 @@ import asyncio
 import uuid
 
 import pytest
+
 from contracts import StockRejectedV1, StockReservedV1
 from inventory.config import InventorySettings
 from inventory.main import MIGRATIONS, create_app
-from servicekit.testing import consumer_saw_duplicates, eventually, order_created_event, publish_event, service_under_test, tap
+from servicekit.testing import (
+    consumer_saw_duplicates,
+    eventually,
+    order_created_event,
+    publish_event,
+    service_under_test,
+    tap,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +41,11 @@ async def test_stock_is_set_and_read_back(inventory) -> None:
     sku = new_sku()
     assert (await inventory.get(f"/stock/{sku}")).status_code == 404
     assert (await inventory.put(f"/stock/{sku}", json={"available": 7})).status_code == 200
-    assert (await inventory.get(f"/stock/{sku}")).json() == {"sku": sku, "available": 7, "reserved": 0}
+    assert (await inventory.get(f"/stock/{sku}")).json() == {
+        "sku": sku,
+        "available": 7,
+        "reserved": 0,
+    }
     bad = await inventory.put(f"/stock/{sku}", json={"available": -1})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "available"]
@@ -50,13 +62,23 @@ async def test_order_within_stock_is_reserved_and_announced(inventory, rabbitmq)
         found = await eventually(lambda: reservation(inventory, order.order_id))
         assert found["status"] == "reserved"
         assert found["lines"] == [{"sku": s, "quantity": q} for s, q in sorted([(a, 3), (b, 1)])]
-        assert (await inventory.get(f"/stock/{a}")).json() == {"sku": a, "available": 2, "reserved": 3}
-        assert (await inventory.get(f"/stock/{b}")).json() == {"sku": b, "available": 0, "reserved": 1}
+        assert (await inventory.get(f"/stock/{a}")).json() == {
+            "sku": a,
+            "available": 2,
+            "reserved": 3,
+        }
+        assert (await inventory.get(f"/stock/{b}")).json() == {
+            "sku": b,
+            "available": 0,
+            "reserved": 1,
+        }
         await eventually(lambda: len(published) == 1)
     message = published[0]
     event = StockReservedV1.model_validate_json(message.body)
     assert (event.order_id, event.causation_id, event.correlation_id) == (
-        order.order_id, order.event_id, order.correlation_id,
+        order.order_id,
+        order.event_id,
+        order.correlation_id,
     )
     assert message.message_id == str(event.event_id)
     assert message.routing_key == "stock.reserved.v1"
@@ -92,7 +114,11 @@ async def test_concurrent_orders_never_oversell(inventory, rabbitmq) -> None:
 
     decided = await eventually(all_decided, timeout=30)
     assert sum(r["status"] == "reserved" for r in decided) == 5
-    assert (await inventory.get(f"/stock/{sku}")).json() == {"sku": sku, "available": 0, "reserved": 5}
+    assert (await inventory.get(f"/stock/{sku}")).json() == {
+        "sku": sku,
+        "available": 0,
+        "reserved": 5,
+    }
 
 
 async def test_a_duplicated_event_reserves_once(inventory, rabbitmq) -> None:
@@ -104,4 +130,8 @@ async def test_a_duplicated_event_reserves_once(inventory, rabbitmq) -> None:
     await eventually(lambda: reservation(inventory, order.order_id))
     stats = await eventually(lambda: consumer_saw_duplicates(inventory, 2))
     assert (stats["processed"], stats["requeued"], stats["dead_lettered"]) == (1, 0, 0)
-    assert (await inventory.get(f"/stock/{sku}")).json() == {"sku": sku, "available": 7, "reserved": 3}
+    assert (await inventory.get(f"/stock/{sku}")).json() == {
+        "sku": sku,
+        "available": 7,
+        "reserved": 3,
+    }

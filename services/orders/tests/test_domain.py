@@ -2,6 +2,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
+
 from orders.domain.order import OrderStatus, order_total, status_after
 
 PENDING, CONFIRMED, REJECTED = OrderStatus.PENDING, OrderStatus.CONFIRMED, OrderStatus.REJECTED
@@ -23,5 +24,8 @@ def test_status_moves_forward_only(current, event, expected) -> None:
 
 
 def test_total_is_exact_decimal_sum() -> None:
-    lines = [SimpleNamespace(quantity=3, unit_price=Decimal("0.10")), SimpleNamespace(quantity=1, unit_price=Decimal("19.99"))]
+    lines = [
+        SimpleNamespace(quantity=3, unit_price=Decimal("0.10")),
+        SimpleNamespace(quantity=1, unit_price=Decimal("19.99")),
+    ]
     assert order_total(lines) == Decimal("20.29")

@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+
 from contracts import OrderCreatedV1, StockRejectedV1, StockReservedV1
 from orders.config import OrdersSettings
 from orders.main import MIGRATIONS, create_app
@@ -12,8 +13,17 @@ pytestmark = pytest.mark.integration
 
 ORDER = {
     "customer_email": "ada@example.com",
-    "items": [{"sku": "SKU-1", "quantity": 2, "unit_price": "9.90"}, {"sku": "SKU-2", "quantity": 1, "unit_price": 5}],
-    "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Paris", "postal_code": "75001", "country": "FR"},
+    "items": [
+        {"sku": "SKU-1", "quantity": 2, "unit_price": "9.90"},
+        {"sku": "SKU-2", "quantity": 1, "unit_price": 5},
+    ],
+    "shipping_address": {
+        "name": "Ada",
+        "line1": "1 Main St",
+        "city": "Paris",
+        "postal_code": "75001",
+        "country": "FR",
+    },
 }
 
 
@@ -39,7 +49,9 @@ async def place(client, rabbitmq) -> OrderCreatedV1:
 async def test_placing_an_order_stores_it_and_publishes_order_created(orders, rabbitmq) -> None:
     correlation_id = str(uuid.uuid4())
     async with tap(rabbitmq.url, "order.created.v1") as published:
-        response = await orders.post("/orders", json=ORDER, headers={"X-Correlation-ID": correlation_id})
+        response = await orders.post(
+            "/orders", json=ORDER, headers={"X-Correlation-ID": correlation_id}
+        )
         assert response.status_code == 202
         body = response.json()
         assert body["status"] == "pending"
@@ -50,7 +62,9 @@ async def test_placing_an_order_stores_it_and_publishes_order_created(orders, ra
     assert str(event.correlation_id) == correlation_id
     assert str(event.total) == "24.80"
     assert (message.routing_key, message.message_id, message.delivery_mode) == (
-        "order.created.v1", str(event.event_id), 2,
+        "order.created.v1",
+        str(event.event_id),
+        2,
     )
     order = (await orders.get(f"/orders/{body['order_id']}")).json()
     assert (order["status"], order["total"], order["currency"]) == ("pending", "24.80", "EUR")
@@ -62,8 +76,14 @@ async def test_placing_an_order_stores_it_and_publishes_order_created(orders, ra
     [
         ({"customer_email": "ada"}, ["body", "customer_email"]),
         ({"items": []}, ["body", "items"]),
-        ({"items": [{"sku": "SKU-1", "quantity": 0, "unit_price": 1}]}, ["body", "items", 0, "quantity"]),
-        ({"shipping_address": {**ORDER["shipping_address"], "city": ""}}, ["body", "shipping_address", "city"]),
+        (
+            {"items": [{"sku": "SKU-1", "quantity": 0, "unit_price": 1}]},
+            ["body", "items", 0, "quantity"],
+        ),
+        (
+            {"shipping_address": {**ORDER["shipping_address"], "city": ""}},
+            ["body", "shipping_address", "city"],
+        ),
     ],
 )
 async def test_a_bad_order_is_refused_naming_the_field(orders, change, field) -> None:
@@ -76,29 +96,46 @@ async def test_unknown_order_is_404(orders) -> None:
     assert (await orders.get(f"/orders/{uuid.uuid4()}")).status_code == 404
 
 
-async def test_reserved_stock_confirms_and_a_late_rejection_changes_nothing(orders, rabbitmq) -> None:
+async def test_reserved_stock_confirms_and_a_late_rejection_changes_nothing(
+    orders, rabbitmq
+) -> None:
     placed = await place(orders, rabbitmq)
     reserved = StockReservedV1.caused_by(
-        placed, producer="inventory", order_id=placed.order_id, lines=[{"sku": "SKU-1", "quantity": 2}]
+        placed,
+        producer="inventory",
+        order_id=placed.order_id,
+        lines=[{"sku": "SKU-1", "quantity": 2}],
     )
     await publish_event(rabbitmq.url, reserved)
     await eventually(lambda: _is(order_status(orders, placed.order_id), "confirmed"))
     late = StockRejectedV1.caused_by(
-        placed, producer="inventory", order_id=placed.order_id,
-        rejected_lines=[{"sku": "SKU-1", "requested": 2, "available": 0, "reason": "insufficient_stock"}],
+        placed,
+        producer="inventory",
+        order_id=placed.order_id,
+        rejected_lines=[
+            {"sku": "SKU-1", "requested": 2, "available": 0, "reason": "insufficient_stock"}
+        ],
     )
     await publish_event(rabbitmq.url, late)
     await eventually(lambda: rabbitmq.drained("orders.work"))
     order = (await orders.get(f"/orders/{placed.order_id}")).json()
     assert order["status"] == "confirmed"
-    assert [h["event_type"] for h in order["history"]] == ["order.created.v1", "stock.reserved.v1", "stock.rejected.v1"]
+    assert [h["event_type"] for h in order["history"]] == [
+        "order.created.v1",
+        "stock.reserved.v1",
+        "stock.rejected.v1",
+    ]
 
 
 async def test_rejected_stock_rejects_the_order(orders, rabbitmq) -> None:
     placed = await place(orders, rabbitmq)
     rejected = StockRejectedV1.caused_by(
-        placed, producer="inventory", order_id=placed.order_id,
-        rejected_lines=[{"sku": "SKU-2", "requested": 1, "available": 0, "reason": "insufficient_stock"}],
+        placed,
+        producer="inventory",
+        order_id=placed.order_id,
+        rejected_lines=[
+            {"sku": "SKU-2", "requested": 1, "available": 0, "reason": "insufficient_stock"}
+        ],
     )
     await publish_event(rabbitmq.url, rejected)
     await eventually(lambda: _is(order_status(orders, placed.order_id), "rejected"))

@@ -1,8 +1,16 @@
 """Shipping against the real RabbitMQ and PostgreSQL, in-process."""
 
 import pytest
+
 from contracts import ShipmentCreatedV1
-from servicekit.testing import consumer_saw_duplicates, eventually, order_created_event, publish_event, service_under_test, tap
+from servicekit.testing import (
+    consumer_saw_duplicates,
+    eventually,
+    order_created_event,
+    publish_event,
+    service_under_test,
+    tap,
+)
 from shipping.config import ShippingSettings
 from shipping.main import MIGRATIONS, create_app
 
@@ -36,5 +44,7 @@ async def test_an_order_gets_one_shipment_to_its_address(shipping, rabbitmq) -> 
     assert len(await shipments(shipping, order.order_id)) == 1
     event = ShipmentCreatedV1.model_validate_json(published[0].body)
     assert (str(event.shipment_id), event.order_id, event.causation_id) == (
-        shipment["shipment_id"], order.order_id, order.event_id,
+        shipment["shipment_id"],
+        order.order_id,
+        order.event_id,
     )

@@ -53,7 +53,9 @@ def main(
     configure_logging(name, settings.log_level)
     asyncio.run(prepare_database(settings, migrations))
     if args.command == "serve":
-        logging.getLogger(name).info("serving on http://%s:%s", settings.http_host, settings.http_port)
+        logging.getLogger(name).info(
+            "serving on http://%s:%s", settings.http_host, settings.http_port
+        )
         _exit_cleanly_after_graceful_shutdown()
         uvicorn.run(
             create_app(settings),

@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from contracts import Event, routing_key
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
+
+from contracts import Event, routing_key
 
 from .topology import ServiceTopology
 
@@ -71,6 +72,12 @@ def decode_event(body: bytes, known: Mapping[str, type[Event]]) -> Event:
         raise PermanentFailure(f"violates contract {key}: {problems}") from exc
 
 
+async def _raw_body(message: RabbitMessage) -> bytes:
+    """Leave the body undecoded: FastStream would parse JSON before the handler runs, and a
+    malformed body would then fail outside it, never acked nor dead-lettered."""
+    return message.body
+
+
 async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
     """Record the event as processed; False if it already was (a duplicate)."""
     inserted = await conn.fetchval(
@@ -104,6 +111,7 @@ class EventConsumer:
             topology.work_queue,
             channel=Channel(prefetch_count=prefetch),
             ack_policy=AckPolicy.MANUAL,
+            decoder=_raw_body,
         )
 
         async def on_message(message: RabbitMessage) -> None:

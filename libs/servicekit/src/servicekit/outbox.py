@@ -17,8 +17,9 @@ from typing import Any
 
 import asyncpg
 from aiormq.exceptions import DeliveryError
-from contracts import Event
 from faststream.rabbit import RabbitBroker
+
+from contracts import Event
 
 from .topology import EVENTS_EXCHANGE
 
@@ -74,7 +75,9 @@ class OutboxRelay:
                 backoff = 0.1
                 await self._sleep(self._poll_interval)
             except Exception as exc:  # noqa: BLE001 - an outage: log, back off, try again
-                log.warning("outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
+                log.warning(
+                    "outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff
+                )
                 await self._drop_listener()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
@@ -99,18 +102,28 @@ class OutboxRelay:
             results = await asyncio.gather(
                 *(self._publish(row) for row in rows), return_exceptions=True
             )
-            published = [row["id"] for row, result in zip(rows, results) if result is None]
-            refused = [(row, r) for row, r in zip(rows, results) if isinstance(r, DeliveryError)]
+            published = [
+                row["id"] for row, result in zip(rows, results, strict=True) if result is None
+            ]
+            refused = [
+                (row, r)
+                for row, r in zip(rows, results, strict=True)
+                if isinstance(r, DeliveryError)
+            ]
             if published:
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE id = ANY($1)", published
                 )
             if refused:
                 await self._retry_later(conn, refused)
-        for row, error in zip(rows, results):
+        for row, error in zip(rows, results, strict=True):
             if error is not None:
-                log.warning("event %s (%s) not published: %r", row["event_id"], row["routing_key"], error)
-        if unreachable := [r for r in results if r is not None and not isinstance(r, DeliveryError)]:
+                log.warning(
+                    "event %s (%s) not published: %r", row["event_id"], row["routing_key"], error
+                )
+        if unreachable := [
+            r for r in results if r is not None and not isinstance(r, DeliveryError)
+        ]:
             raise unreachable[0]
         return len(rows)
 
@@ -157,8 +170,6 @@ class OutboxRelay:
         self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
         self._wake.clear()

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
-from contracts import Event
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import Channel, RabbitBroker
+
+from contracts import Event
 
 from .consumer import EventConsumer, Handler
 from .db import create_pool
@@ -107,7 +108,10 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         try:
             yield
         finally:
-            log.info("shutting down: consumers stop, in-flight handlers get %ss", settings.graceful_timeout)
+            log.info(
+                "shutting down: consumers stop, in-flight handlers get %ss",
+                settings.graceful_timeout,
+            )
             connecting.cancel()
             relay.stop()
             await asyncio.gather(connecting, relaying, return_exceptions=True)

@@ -18,7 +18,9 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     prefetch: int = Field(16, ge=1, le=1000, description="Unacked messages per consumer.")
-    db_pool_size: int = Field(24, ge=4, description="At least prefetch + 3: each handler holds one.")
+    db_pool_size: int = Field(
+        24, ge=4, description="At least prefetch + 3: each handler holds one."
+    )
     graceful_timeout: float = Field(
         10.0, gt=0, description="Seconds in-flight handlers get to finish on shutdown."
     )

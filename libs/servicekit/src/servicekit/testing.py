@@ -255,7 +255,9 @@ async def running_service(app: FastAPI, name: str) -> AsyncIterator[httpx.AsyncC
     """Run a service app in-process (lifespan, consumers, relay); an HTTP client once ready."""
     async with (
         LifespanManager(app, startup_timeout=30, shutdown_timeout=30),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=f"http://{name}"
+        ) as client,
     ):
 
         async def ready() -> bool:
@@ -320,12 +322,16 @@ async def peek_queue(url: str, queue: str) -> list[PeekedMessage]:
 
 
 @contextlib.asynccontextmanager
-async def tap(url: str, *routing_keys: str) -> AsyncIterator[list[aio_pika.abc.AbstractIncomingMessage]]:
+async def tap(
+    url: str, *routing_keys: str
+) -> AsyncIterator[list[aio_pika.abc.AbstractIncomingMessage]]:
     """Collect what is published on `events` under these routing keys while the block runs."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange("events", aio_pika.ExchangeType.TOPIC, durable=True)
+        exchange = await channel.declare_exchange(
+            "events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
         queue = await channel.declare_queue(exclusive=True)
         for key in routing_keys:
             await queue.bind(exchange, key)
@@ -370,8 +376,11 @@ def order_created_event(
         total=sum(line["quantity"] * line["unit_price"] for line in priced),
         currency="EUR",
         shipping_address={
-            "name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London",
-            "postal_code": "SW1Y 4JH", "country": "GB",
+            "name": "Ada Lovelace",
+            "line1": "12 St James's Square",
+            "city": "London",
+            "postal_code": "SW1Y 4JH",
+            "country": "GB",
         },
         correlation_id=uuid.uuid4(),
         producer="orders",

@@ -5,6 +5,7 @@ from typing import Protocol
 from uuid import uuid4
 
 import asyncpg
+
 from contracts import OrderConfirmationSentV1, OrderCreatedV1
 from servicekit.outbox import add_to_outbox
 
@@ -41,4 +42,6 @@ async def send_order_confirmation(
         ),
     )
     await sender.send(email)
-    log.info("order %s: confirmation %s sent to %s", event.order_id, email.message_id, email.recipient)
+    log.info(
+        "order %s: confirmation %s sent to %s", event.order_id, email.message_id, email.recipient
+    )

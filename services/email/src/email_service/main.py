@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from fastapi import FastAPI
+
 from servicekit.service import ServiceSpec, build_app
 
 from .adapters.smtp import SmtpSender
@@ -11,8 +12,8 @@ from .entrypoints.amqp import event_handlers
 from .entrypoints.http import router
 from .handlers import SERVICE
 
-
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 
 def create_app(settings: EmailSettings | None = None) -> FastAPI:
     settings = settings or EmailSettings()

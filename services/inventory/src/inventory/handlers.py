@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 import asyncpg
+
 from contracts import (
     OrderCreatedV1,
     RejectedLineV1,

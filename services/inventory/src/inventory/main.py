@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from fastapi import FastAPI
+
 from servicekit.service import ServiceSpec, build_app
 
 from .config import InventorySettings
@@ -10,8 +11,8 @@ from .entrypoints.amqp import EVENT_HANDLERS
 from .entrypoints.http import router
 from .handlers import SERVICE
 
-
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 
 def create_app(settings: InventorySettings | None = None) -> FastAPI:
     return build_app(

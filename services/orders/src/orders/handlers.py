@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from uuid import UUID, uuid4
 
 import asyncpg
+
 from contracts import (
     OrderConfirmationSentV1,
     OrderCreatedV1,
@@ -78,4 +79,3 @@ async def _lock_known_order(conn: asyncpg.Connection, order_id: UUID) -> OrderSt
     if status is None:
         raise PermanentFailure(f"order {order_id} is unknown to the orders service")
     return status
-

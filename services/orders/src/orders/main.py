@@ -3,15 +3,16 @@
 from pathlib import Path
 
 from fastapi import FastAPI
+
 from servicekit.service import ServiceSpec, build_app
 
-from .handlers import SERVICE
 from .config import OrdersSettings
 from .entrypoints.amqp import EVENT_HANDLERS
 from .entrypoints.http import router
-
+from .handlers import SERVICE
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 
 def create_app(settings: OrdersSettings | None = None) -> FastAPI:
     return build_app(

@@ -3,6 +3,7 @@
 import logging
 
 import asyncpg
+
 from contracts import OrderCreatedV1, ShipmentCreatedV1
 from servicekit.outbox import add_to_outbox
 

@@ -23,7 +23,8 @@ class OutgoingEmail:
 
 def order_confirmation(order: OrderCreatedV1, email_id: UUID) -> OutgoingEmail:
     lines = "\n".join(
-        f"  {line.quantity} x {line.sku} at {line.unit_price} {order.currency}" for line in order.lines
+        f"  {line.quantity} x {line.sku} at {line.unit_price} {order.currency}"
+        for line in order.lines
     )
     address = order.shipping_address
     body = (

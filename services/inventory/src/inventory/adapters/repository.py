@@ -47,7 +47,8 @@ async def insert_reservation(
     conn: asyncpg.Connection, order_id: UUID, decision: ReservationDecision
 ) -> None:
     await conn.execute(
-        "INSERT INTO reservations (order_id, status, lines, rejected_lines) VALUES ($1, $2, $3, $4)",
+        """INSERT INTO reservations (order_id, status, lines, rejected_lines)
+           VALUES ($1, $2, $3, $4)""",
         order_id,
         "reserved" if decision.accepted else "rejected",
         [{"sku": sku, "quantity": qty} for sku, qty in decision.requested.items()],

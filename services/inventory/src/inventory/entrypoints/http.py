@@ -3,9 +3,10 @@
 from typing import Any
 from uuid import UUID
 
-from contracts.orders import Sku
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
+
+from contracts.orders import Sku
 from servicekit.http import PoolDep
 
 from .. import handlers

@@ -4,6 +4,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+
 from contracts import Event, OrderCreatedV1
 
 from ..domain.order import OrderStatus

@@ -3,10 +3,11 @@
 from typing import Annotated, Any
 from uuid import UUID
 
-from contracts import OrderLineV1, ShippingAddress
-from contracts.orders import CurrencyCode, Money, Sku
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from pydantic import BaseModel, EmailStr, Field
+
+from contracts import OrderLineV1, ShippingAddress
+from contracts.orders import CurrencyCode, Money, Sku
 from servicekit.http import PoolDep
 
 from .. import handlers

@@ -4,6 +4,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter
+
 from servicekit.http import PoolDep
 
 from ..adapters import repository

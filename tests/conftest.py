@@ -1,0 +1,122 @@
+"""The system as `make run` starts it: four service processes and the SMTP sink."""
+
+import mailbox
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from devstack import SERVICES, Stack, StackConfig
+from servicekit.testing import Databases, Vhost, free_port
+
+ADDRESS = {
+    "name": "Ada",
+    "line1": "1 Main St",
+    "city": "Paris",
+    "postal_code": "75001",
+    "country": "FR",
+}
+
+
+class RunningSystem:
+    def __init__(self, stack: Stack, rabbitmq: Vhost, databases: Databases) -> None:
+        self.stack = stack
+        self.rabbitmq = rabbitmq
+        self.databases = databases
+        self.http = {
+            s.name: httpx.AsyncClient(base_url=stack.url(s.name), timeout=10) for s in SERVICES
+        }
+
+    def __getattr__(self, service: str) -> httpx.AsyncClient:
+        try:
+            return self.http[service]
+        except KeyError:
+            raise AttributeError(service) from None
+
+    def mails_about(self, text: str) -> list:
+        """Emails the SMTP sink received that mention `text`."""
+        path = self.stack.config.mbox
+        if not path.exists():
+            return []
+        return [m for m in mailbox.mbox(path) if text in (m["Subject"] or "")]
+
+    async def place(self, *lines: tuple[str, int]) -> str:
+        """Place an order for (sku, quantity) lines; its id."""
+        response = await self.orders.post(
+            "/orders",
+            json={
+                "customer_email": "ada@example.com",
+                "items": [{"sku": s, "quantity": q, "unit_price": "2.50"} for s, q in lines],
+                "shipping_address": ADDRESS,
+            },
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "pending"
+        return response.json()["order_id"]
+
+    async def settled(self, order_id: str) -> dict | None:
+        """What every service did for one order, once all four have reacted; else None."""
+        order = (await self.orders.get(f"/orders/{order_id}")).json()
+        reservation = await self.inventory.get(f"/reservations/{order_id}")
+        emails = (await self.email.get("/emails", params={"order_id": order_id})).json()
+        shipments = (await self.shipping.get("/shipments", params={"order_id": order_id})).json()
+        history = {h["event_type"] for h in order["history"]}
+        if (
+            order["status"] == "pending"
+            or reservation.status_code != 200
+            or not emails
+            or not shipments
+        ):
+            return None
+        if not {"shipment.created.v1", "order_confirmation.sent.v1"} <= history:
+            return None
+        return {
+            "status": order["status"],
+            "reservation": reservation.json()["status"],
+            "emails": emails,
+            "shipments": shipments,
+            "mails": [mail["Message-ID"] for mail in self.mails_about(order_id)],
+        }
+
+    async def stock(self, sku: str) -> dict:
+        return (await self.inventory.get(f"/stock/{sku}")).json()
+
+    async def all_ready(self) -> bool:
+        return all(
+            [
+                (await client.get("/health/ready")).status_code == 200
+                for client in self.http.values()
+            ]
+        )
+
+    def logs(self) -> str:
+        run_dir = self.stack.config.run_dir
+        return "\n".join(
+            f"----- {log.name} -----\n"
+            + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            for log in sorted(run_dir.glob("*.log"))
+        )
+
+
+@pytest.fixture(scope="module")
+def system(rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSystem]:
+    """Start every service as its own process, exactly as `make run` does; stop them after."""
+    config = StackConfig(
+        rabbitmq_url=rabbitmq.url,
+        postgres_url=databases.postgres_url,
+        database_prefix=databases.prefix,
+        ports={s.name: free_port() for s in SERVICES},
+        smtp_port=free_port(),
+        run_dir=tmp_path_factory.mktemp("stack"),
+        log_to_files=True,
+    )
+    stack = Stack(config)
+    stack.start()
+    running = RunningSystem(stack, rabbitmq, databases)
+    try:
+        stack.wait_ready(timeout=60)
+        yield running
+    finally:
+        exit_codes = stack.stop()
+        print(running.logs())
+    assert all(code == 0 for code in exit_codes.values()), f"unclean shutdown: {exit_codes}"

@@ -1,0 +1,42 @@
+"""RabbitMQ stops while customers order: the outbox keeps every order, and nothing is lost."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from servicekit.testing import eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def rabbitmq_check(system, service: str) -> tuple[int, str]:
+    response = await getattr(system, service).get("/health/ready")
+    return response.status_code, response.json()["checks"]["rabbitmq"]
+
+
+async def test_orders_placed_while_rabbitmq_is_down_flow_once_it_is_back(
+    system, infrastructure
+) -> None:
+    code = f"OUTAGE-{uuid.uuid4().hex[:8]}"
+    await system.inventory.put(f"/stock/{code}", json={"available": 3})
+    await asyncio.to_thread(infrastructure.stop_broker)
+    try:
+
+        async def orders_reports_broker_down() -> bool:
+            status, check = await rabbitmq_check(system, "orders")
+            return status == 503 and check != "ok"
+
+        await eventually(orders_reports_broker_down, timeout=30)
+        placed = [await system.place((code, 1)), await system.place((code, 1))]
+        for order_id in placed:
+            assert (await system.orders.get(f"/orders/{order_id}")).json()["status"] == "pending"
+    finally:
+        await asyncio.to_thread(infrastructure.start_broker)
+
+    await eventually(system.all_ready, timeout=60)
+    for order_id in placed:
+        outcome = await eventually(lambda: system.settled(order_id), timeout=60)
+        assert outcome["status"] == "confirmed"
+        assert len(outcome["emails"]) == len(outcome["shipments"]) == len(outcome["mails"]) == 1
+    assert await system.stock(code) == {"sku": code, "available": 1, "reserved": 2}

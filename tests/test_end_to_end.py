@@ -1,0 +1,168 @@
+"""The whole system, as separate processes on the real RabbitMQ and PostgreSQL."""
+
+import json
+import uuid
+
+import asyncpg
+import pytest
+
+from servicekit.testing import eventually, order_created_event, peek_queue, publish_raw
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+def sku() -> str:
+    return f"E2E-{uuid.uuid4().hex[:8]}"
+
+
+async def test_orders_flow_through_every_service_once(system) -> None:
+    a, b, c, unknown = sku(), sku(), sku(), sku()
+    for code, available in ((a, 5), (b, 1), (c, 3)):
+        assert (
+            await system.inventory.put(f"/stock/{code}", json={"available": available})
+        ).status_code == 200
+
+    fits = [
+        await system.place((a, 2)),
+        await system.place((a, 2)),
+        await system.place((b, 1)),
+        await system.place((a, 1), (c, 1)),
+    ]
+    too_many = await system.place((a, 10))
+    not_stocked = await system.place((unknown, 1), (c, 1))
+
+    for order_id, expected in [
+        *((o, "confirmed") for o in fits),
+        (too_many, "rejected"),
+        (not_stocked, "rejected"),
+    ]:
+        outcome = await eventually(lambda: system.settled(order_id), timeout=30)
+        assert outcome["status"] == expected, order_id
+        assert outcome["reservation"] == ("reserved" if expected == "confirmed" else "rejected")
+        assert len(outcome["emails"]) == 1 and outcome["emails"][0]["kind"] == "order_confirmation"
+        assert len(outcome["shipments"]) == 1
+        assert len(outcome["mails"]) == 1, "exactly one email reached the SMTP server"
+
+    assert await system.stock(a) == {"sku": a, "available": 0, "reserved": 5}
+    assert await system.stock(b) == {"sku": b, "available": 0, "reserved": 1}
+    assert await system.stock(c) == {"sku": c, "available": 2, "reserved": 1}
+
+
+async def test_a_duplicated_order_created_has_one_effect_everywhere(system) -> None:
+    code = sku()
+    await system.inventory.put(f"/stock/{code}", json={"available": 10})
+    order_id = await system.place((code, 4))
+    before = await eventually(lambda: system.settled(order_id), timeout=30)
+
+    conn = await asyncpg.connect(system.databases.url("orders"))
+    try:
+        row = await conn.fetchrow(
+            """SELECT event_id, payload FROM outbox
+               WHERE routing_key = 'order.created.v1' AND payload->>'order_id' = $1""",
+            order_id,
+        )
+    finally:
+        await conn.close()
+    duplicates_before = {
+        s: await duplicates_seen(system, s) for s in ("email", "inventory", "shipping")
+    }
+    for _ in range(2):  # the same event, same id: a redelivery or a relay that published twice
+        await publish_raw(
+            system.rabbitmq.url,
+            "order.created.v1",
+            row["payload"].encode(),  # jsonb as text
+            message_id=str(row["event_id"]),
+        )
+    for service in ("email", "inventory", "shipping"):
+        await eventually(
+            lambda: duplicates_seen(system, service, at_least=duplicates_before[service] + 2)
+        )
+
+    after = await system.settled(order_id)
+    assert after == before
+    assert await system.stock(code) == {"sku": code, "available": 6, "reserved": 4}
+
+
+async def duplicates_seen(system, service: str, at_least: int = 0) -> int | None:
+    stats = (await getattr(system, service).get("/health/ready")).json()["messages"]
+    assert stats["requeued"] == 0 and stats["dead_lettered"] == 0, (service, stats)
+    return stats["duplicates"] if stats["duplicates"] >= at_least else None
+
+
+def without(event, field: str) -> bytes:
+    payload = json.loads(event.model_dump_json())
+    del payload[field]
+    return json.dumps(payload).encode()
+
+
+def stock_reserved_event():
+    from contracts import StockReservedV1
+
+    placed = order_created_event()
+    return StockReservedV1.caused_by(
+        placed,
+        producer="inventory",
+        order_id=placed.order_id,
+        lines=[{"sku": "SKU-1", "quantity": 1}],
+    )
+
+
+MALFORMED = b'{"event_type": "order.created", "schema_version": 1, "order_id": '
+
+
+@pytest.mark.parametrize(
+    ("bodies", "reason"),
+    [
+        (lambda: {"order.created.v1": MALFORMED, "stock.reserved.v1": MALFORMED}, "malformed JSON"),
+        (
+            lambda: {
+                "order.created.v1": without(order_created_event(), "total"),
+                "stock.reserved.v1": without(stock_reserved_event(), "lines"),
+            },
+            "violates contract",
+        ),
+    ],
+    ids=["malformed-json", "contract-violation"],
+)
+async def test_bad_messages_go_to_each_services_dlq_and_later_orders_flow(
+    system, bodies, reason
+) -> None:
+    poisoned = {
+        "order.created.v1": ("email", "inventory", "shipping"),
+        "stock.reserved.v1": ("orders",),
+    }
+    body_for = bodies()
+    message_ids = {}
+    for routing_key in poisoned:
+        message_ids[routing_key] = f"poison-{uuid.uuid4()}"
+        await publish_raw(
+            system.rabbitmq.url,
+            routing_key,
+            body_for[routing_key],
+            message_id=message_ids[routing_key],
+        )
+
+    for routing_key, services in poisoned.items():
+        for service in services:
+
+            async def dead_lettered():
+                found = [
+                    m
+                    for m in await peek_queue(system.rabbitmq.url, f"{service}.dlq")
+                    if m.message_id == message_ids[routing_key]
+                ]
+                return found[0] if found else None
+
+            message = await eventually(dead_lettered)
+            assert message.body == body_for[routing_key]
+            assert reason in message.headers["x-failure-reason"]
+            assert message.headers["x-failure-service"] == service
+            assert message.headers["x-original-routing-key"] == routing_key
+            assert message.persistent
+
+    code = sku()
+    await system.inventory.put(f"/stock/{code}", json={"available": 1})
+    order_id = await system.place((code, 1))
+    outcome = await eventually(lambda: system.settled(order_id), timeout=30)
+    assert outcome["status"] == "confirmed"
+    assert await system.all_ready()
