@@ -6,9 +6,9 @@ python deploy/smtp_sink.py --port 1025 --mbox .run/mail.mbox
 import argparse
 import asyncio
 import logging
-import mailbox
 import signal
 from email import message_from_bytes
+from email.generator import BytesGenerator
 from email.policy import default as default_policy
 from pathlib import Path
 
@@ -18,18 +18,17 @@ log = logging.getLogger("smtp-sink")
 
 
 class MboxHandler:
+    """Appends each email to an mbox file (`mailbox.mbox` rewrites the whole file per add)."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._mbox = mailbox.mbox(path)
+        self._path = path
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd hook
         message = message_from_bytes(envelope.content, policy=default_policy)
-        self._mbox.lock()
-        try:
-            self._mbox.add(message)
-            self._mbox.flush()
-        finally:
-            self._mbox.unlock()
+        with self._path.open("ab") as mbox:
+            BytesGenerator(mbox, mangle_from_=True).flatten(message, unixfrom=True)
+            mbox.write(b"\n")
         log.info("mail to %s: %s", ", ".join(envelope.rcpt_tos), message["Subject"])
         return "250 Message accepted for delivery"
 

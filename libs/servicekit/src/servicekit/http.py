@@ -6,7 +6,8 @@ import asyncpg
 from fastapi import Depends, Request
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
+    """Async on purpose: FastAPI runs plain `def` dependencies in a thread pool."""
     return request.app.state.runtime.pool
 
 

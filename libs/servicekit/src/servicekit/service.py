@@ -82,6 +82,7 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         app_id=spec.name,
         client_properties={"connection_name": spec.name},
         logger=logging.getLogger(f"{spec.name}.broker"),
+        log_level=logging.DEBUG,  # per-message lines; the consumer logs each event id itself
     )
     topology = ServiceTopology(spec.name, tuple(cls.routing_key() for cls in spec.handlers))
     runtime: ServiceRuntime
