@@ -166,3 +166,32 @@ async def test_bad_messages_go_to_each_services_dlq_and_later_orders_flow(
     outcome = await eventually(lambda: system.settled(order_id), timeout=30)
     assert outcome["status"] == "confirmed"
     assert await system.all_ready()
+
+
+async def test_each_service_owns_a_quorum_work_queue_and_dead_letter_queue(system) -> None:
+    listing = system.rabbitmq.infrastructure.ctl(
+        "-q",
+        "list_queues",
+        "-p",
+        system.rabbitmq.name,
+        "name",
+        "durable",
+        "arguments",
+        "--formatter",
+        "json",
+    )
+    queues = {q["name"]: q for q in json.loads(listing)}
+    for service in ("orders", "email", "inventory", "shipping"):
+        work = queues[f"{service}.work"]
+        arguments = {key: value for key, _amqp_type, value in work["arguments"]}
+        assert work["durable"]
+        assert arguments == {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": 5,
+            "x-dead-letter-exchange": f"{service}.dlx",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+        dlq = queues[f"{service}.dlq"]
+        assert dlq["durable"]
+        assert dlq["arguments"] == [["x-queue-type", "longstr", "quorum"]]
