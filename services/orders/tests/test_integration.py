@@ -34,8 +34,19 @@ async def orders(rabbitmq, databases):
         yield client
 
 
-async def order_status(client, order_id) -> str:
-    return (await client.get(f"/orders/{order_id}")).json()["status"]
+async def status_is(client, order_id, expected: str) -> bool:
+    return (await client.get(f"/orders/{order_id}")).json()["status"] == expected
+
+
+def stock_rejected(placed: OrderCreatedV1) -> StockRejectedV1:
+    return StockRejectedV1.caused_by(
+        placed,
+        producer="inventory",
+        order_id=placed.order_id,
+        rejected_lines=[
+            {"sku": "SKU-1", "requested": 2, "available": 0, "reason": "insufficient_stock"}
+        ],
+    )
 
 
 async def place(client, rabbitmq) -> OrderCreatedV1:
@@ -107,16 +118,8 @@ async def test_reserved_stock_confirms_and_a_late_rejection_changes_nothing(
         lines=[{"sku": "SKU-1", "quantity": 2}],
     )
     await publish_event(rabbitmq.url, reserved)
-    await eventually(lambda: _is(order_status(orders, placed.order_id), "confirmed"))
-    late = StockRejectedV1.caused_by(
-        placed,
-        producer="inventory",
-        order_id=placed.order_id,
-        rejected_lines=[
-            {"sku": "SKU-1", "requested": 2, "available": 0, "reason": "insufficient_stock"}
-        ],
-    )
-    await publish_event(rabbitmq.url, late)
+    await eventually(lambda: status_is(orders, placed.order_id, "confirmed"))
+    await publish_event(rabbitmq.url, stock_rejected(placed))  # late: the order is confirmed
     await eventually(lambda: rabbitmq.drained("orders.work"))
     order = (await orders.get(f"/orders/{placed.order_id}")).json()
     assert order["status"] == "confirmed"
@@ -129,17 +132,5 @@ async def test_reserved_stock_confirms_and_a_late_rejection_changes_nothing(
 
 async def test_rejected_stock_rejects_the_order(orders, rabbitmq) -> None:
     placed = await place(orders, rabbitmq)
-    rejected = StockRejectedV1.caused_by(
-        placed,
-        producer="inventory",
-        order_id=placed.order_id,
-        rejected_lines=[
-            {"sku": "SKU-2", "requested": 1, "available": 0, "reason": "insufficient_stock"}
-        ],
-    )
-    await publish_event(rabbitmq.url, rejected)
-    await eventually(lambda: _is(order_status(orders, placed.order_id), "rejected"))
-
-
-async def _is(awaitable, expected) -> bool:
-    return await awaitable == expected
+    await publish_event(rabbitmq.url, stock_rejected(placed))
+    await eventually(lambda: status_is(orders, placed.order_id, "rejected"))

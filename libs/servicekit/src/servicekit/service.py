@@ -39,7 +39,6 @@ class ServiceSpec:
 class ServiceRuntime:
     """The live parts of a running service, reachable from routes as `app.state.runtime`."""
 
-    spec: ServiceSpec
     broker: RabbitBroker
     consumer: EventConsumer
     pool: asyncpg.Pool | None = None
@@ -92,7 +91,7 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         return runtime.pool
 
     consumer = EventConsumer(topology, pool, broker, spec.handlers, prefetch=settings.prefetch)
-    runtime = ServiceRuntime(spec=spec, broker=broker, consumer=consumer)
+    runtime = ServiceRuntime(broker=broker, consumer=consumer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,7 +121,6 @@ def build_app(spec: ServiceSpec) -> FastAPI:
 
     app = FastAPI(title=spec.name, version=spec.version, lifespan=lifespan)
     app.state.runtime = runtime
-    app.state.settings = settings
     app.include_router(health_router)
     for router in spec.routers:
         app.include_router(router)
