@@ -94,7 +94,7 @@ async def duplicates_seen(system, service: str, at_least: int = 0) -> int | None
     stats = await consumer_saw_duplicates(getattr(system, service), at_least)
     if stats is None:
         return None
-    assert stats["requeued"] == 0 and stats["dead_lettered"] == 0, (service, stats)
+    assert stats["retried"] == 0 and stats["dead_lettered"] == 0, (service, stats)
     return stats["duplicates"]
 
 
@@ -177,30 +177,40 @@ async def test_bad_messages_go_to_each_services_dlq_and_later_orders_flow(
     assert await system.all_ready()
 
 
-async def test_each_service_owns_a_quorum_work_queue_and_dead_letter_queue(system) -> None:
+async def test_each_service_owns_a_chain_of_quorum_queues_from_work_through_retries_to_dlq(
+    system,
+) -> None:
     listing = system.rabbitmq.infrastructure.ctl(
-        "-q",
-        "list_queues",
-        "-p",
-        system.rabbitmq.name,
-        "name",
-        "durable",
-        "arguments",
-        "--formatter",
-        "json",
-    )
+        "-q", "list_queues", "-p", system.rabbitmq.name, "name", "durable", "arguments",
+        "--formatter", "json",
+    )  # fmt: skip
     queues = {q["name"]: q for q in json.loads(listing)}
-    for service in ("orders", "email", "inventory", "shipping"):
-        work = queues[f"{service}.work"]
-        arguments = {key: value for key, _amqp_type, value in work["arguments"]}
-        assert work["durable"]
-        assert arguments == {
+
+    def arguments(name: str) -> dict:
+        assert queues[name]["durable"], name
+        return {key: value for key, _amqp_type, value in queues[name]["arguments"]}
+
+    def dead_letters_into(name: str) -> dict:
+        return {
             "x-queue-type": "quorum",
-            "x-delivery-limit": 5,
-            "x-dead-letter-exchange": f"{service}.dlx",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": name,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
-        dlq = queues[f"{service}.dlq"]
-        assert dlq["durable"]
-        assert dlq["arguments"] == [["x-queue-type", "longstr", "quorum"]]
+
+    for service in ("orders", "email", "inventory", "shipping"):
+        assert arguments(f"{service}.work") == {
+            **dead_letters_into(f"{service}.wait.1"),
+            "x-delivery-limit": 5,
+        }
+        for tier, delay_ms in enumerate((1000, 10_000, 60_000), start=1):
+            assert arguments(f"{service}.wait.{tier}") == {
+                **dead_letters_into(f"{service}.retry.{tier}"),
+                "x-message-ttl": delay_ms,
+            }
+            assert arguments(f"{service}.retry.{tier}") == {
+                **dead_letters_into(f"{service}.wait.{min(tier + 1, 3)}"),
+                "x-delivery-limit": 5,
+            }
+        assert arguments(f"{service}.dlq") == {"x-queue-type": "quorum"}

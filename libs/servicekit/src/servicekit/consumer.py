@@ -1,4 +1,4 @@
-"""The idempotent consumer every service uses for its work queue.
+"""The idempotent consumer every service uses for its work and retry queues.
 
 For each message: decode and validate it against its contract, then, in one database
 transaction, record its event id in `processed_messages` and run the handler. Ack only
@@ -6,12 +6,15 @@ after that commit. A duplicate (the id is already recorded) is acked with no eff
 
 Failures take one of two paths:
 - permanent (malformed JSON, contract violation, unknown event, `PermanentFailure` from a
-  handler): republished to the service's dead-letter exchange with the reason in its
-  headers, then acked, so the next message flows at once;
-- anything else is treated as transient: requeued, until the queue's delivery limit makes
-  the broker dead-letter it.
+  handler): published to the service's dead-letter exchange with the reason in its headers,
+  then acked, so the next message flows at once;
+- anything else is transient: rejected, so the broker moves it to the next backoff queue
+  (see `topology`) and counts the failure in `x-death`. Once that count reaches the attempt
+  limit, it is dead-lettered like a permanent failure, with the whole history.
+  `RetryLater` (a dependency known to be down) backs off without ever dead-lettering.
 """
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +30,7 @@ from pydantic import ValidationError
 
 from contracts import Event, routing_key
 
+from . import failures
 from .topology import ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -43,12 +47,17 @@ class ConsumerStats:
 
     processed: int = 0
     duplicates: int = 0
-    requeued: int = 0
+    retried: int = 0
     dead_lettered: int = 0
 
 
 class PermanentFailure(Exception):
     """The message can never be processed: skip retries and dead-letter it now."""
+
+
+class RetryLater(Exception):
+    """A dependency is known to be unavailable (an open circuit): back off and try again,
+    however long it takes, instead of spending the message's attempts on it."""
 
 
 def decode_event(body: bytes, known: Mapping[str, type[Event]]) -> Event:
@@ -90,7 +99,11 @@ async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
 
 
 class EventConsumer:
-    """Subscribes one service to its work queue and dispatches events to its handlers."""
+    """Subscribes one service to its work and retry queues and dispatches events to handlers.
+
+    Every consuming queue has its own prefetch window, but at most `prefetch` handlers run
+    at once, so the database pool sized for `prefetch` is enough.
+    """
 
     def __init__(
         self,
@@ -100,32 +113,45 @@ class EventConsumer:
         handlers: Mapping[type[Event], Handler],
         *,
         prefetch: int,
+        max_attempts: int,
     ) -> None:
         self.topology = topology
+        self.max_attempts = max_attempts
         self._pool = pool_provider
         self._broker = broker
         self._handlers = {cls.routing_key(): handler for cls, handler in handlers.items()}
         self._known = {cls.routing_key(): cls for cls in handlers}
+        self._running = asyncio.Semaphore(prefetch)
+        self._consuming = [queue.name for queue in topology.consuming_queues]
         self.stats = ConsumerStats()
-        self.subscriber = broker.subscriber(
-            topology.work_queue,
+        self.subscribers = [
+            self._subscribe(queue, prefetch, tier)
+            for tier, queue in enumerate(topology.consuming_queues)
+        ]
+
+    def _subscribe(self, queue: Any, prefetch: int, tier: int) -> Any:
+        subscriber = self._broker.subscriber(
+            queue,
             channel=Channel(prefetch_count=prefetch),
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_body,
         )
+        next_delay = self.topology.retry_delays[min(tier, len(self.topology.retry_delays) - 1)]
 
         async def on_message(message: RabbitMessage) -> None:
-            await self.process(message)
+            await self.process(message, next_delay)
 
-        self.subscriber(on_message)
+        subscriber(on_message)
+        return subscriber
 
-    async def process(self, message: RabbitMessage) -> None:
+    async def process(self, message: RabbitMessage, next_delay: float) -> None:
         try:
-            had_effect = await self._apply(message.raw_message.body)
+            async with self._running:
+                had_effect = await self._apply(message.raw_message.body)
         except PermanentFailure as failure:
-            await self._dead_letter_or_requeue(message, failure)
-        except Exception as exc:  # noqa: BLE001 - transient until the delivery limit says otherwise
-            await self._requeue(message, exc)
+            await self._dead_letter_or_keep(message, failure, attempts=self._attempt(message))
+        except Exception as exc:  # noqa: BLE001 - transient until the attempt limit says otherwise
+            await self._retry_or_dead_letter(message, exc, next_delay)
         else:
             await message.ack()
             if had_effect:
@@ -145,45 +171,69 @@ class EventConsumer:
         log.info("event %s processed", event.event_id)
         return True
 
-    async def _dead_letter_or_requeue(
-        self, message: RabbitMessage, failure: PermanentFailure
+    def _attempt(self, message: RabbitMessage) -> int:
+        """This delivery's attempt number, from the broker's count of earlier failures."""
+        return failures.failed_deliveries(message.raw_message.headers, self._consuming) + 1
+
+    async def _retry_or_dead_letter(
+        self, message: RabbitMessage, exc: Exception, next_delay: float
+    ) -> None:
+        attempt = self._attempt(message)
+        if attempt >= self.max_attempts and not isinstance(exc, RetryLater):
+            await self._dead_letter_or_keep(message, exc, attempts=attempt)
+            return
+        self.stats.retried += 1
+        log.warning(
+            "event %s: attempt %d/%d failed (%s: %s); retrying in %gs",
+            message.raw_message.message_id,
+            attempt,
+            self.max_attempts,
+            type(exc).__name__,
+            exc,
+            next_delay,
+        )
+        await message.reject()  # the broker dead-letters it into the next wait queue
+
+    async def _dead_letter_or_keep(
+        self, message: RabbitMessage, failure: Exception, attempts: int
     ) -> None:
         try:
-            await self._dead_letter(message, failure)
+            await self._dead_letter(message, failure, attempts)
         except Exception as exc:  # noqa: BLE001 - cannot reach the DLQ now: keep the message
-            await self._requeue(message, exc)
+            log.warning(
+                "event %s: cannot dead-letter it now (%s: %s); requeued",
+                message.raw_message.message_id,
+                type(exc).__name__,
+                exc,
+            )
+            await message.nack(requeue=True)
         else:
             self.stats.dead_lettered += 1
             await message.ack()
 
-    async def _requeue(self, message: RabbitMessage, exc: Exception) -> None:
+    async def _dead_letter(self, message: RabbitMessage, failure: Exception, attempts: int) -> None:
         raw = message.raw_message
-        self.stats.requeued += 1
-        log.warning(
-            "message %s failed (%s: %s); requeued (delivery %s)",
-            raw.message_id,
-            type(exc).__name__,
-            exc,
-            (raw.headers or {}).get("x-delivery-count", 0),
+        cause = failure.__cause__ if isinstance(failure, PermanentFailure) else None
+        now = datetime.now(UTC)
+        first = failures.first_failure_at(raw.headers) or now
+        exchange, key = failures.original_route(
+            raw.headers, raw.exchange or "", raw.routing_key or ""
         )
-        await message.nack(requeue=True)
-
-    async def _dead_letter(self, message: RabbitMessage, failure: PermanentFailure) -> None:
-        raw = message.raw_message
-        cause = failure.__cause__ or failure
         headers = {
             **(raw.headers or {}),
-            "x-failure-service": self.topology.service,
-            "x-failure-reason": str(failure)[:MAX_REASON_LENGTH],
-            "x-failure-exception": type(cause).__name__,
-            "x-failure-at": datetime.now(UTC).isoformat(),
-            "x-original-exchange": raw.exchange or "",
-            "x-original-routing-key": raw.routing_key or "",
+            failures.FAILURE_SERVICE: self.topology.service,
+            failures.FAILURE_REASON: (str(failure) or repr(failure))[:MAX_REASON_LENGTH],
+            failures.FAILURE_EXCEPTION: type(cause or failure).__name__,
+            failures.FAILURE_ATTEMPTS: attempts,
+            failures.FIRST_FAILURE_AT: first.isoformat(),
+            failures.LAST_FAILURE_AT: now.isoformat(),
+            failures.ORIGINAL_EXCHANGE: exchange,
+            failures.ORIGINAL_ROUTING_KEY: key,
         }
         await self._broker.publish(
             raw.body,
             exchange=self.topology.dead_letter_exchange,
-            routing_key=raw.routing_key or "",
+            routing_key=key,
             persist=True,
             mandatory=True,
             message_id=raw.message_id,
@@ -193,8 +243,10 @@ class EventConsumer:
             headers=headers,
         )
         log.error(
-            "message %s dead-lettered to %s: %s",
+            "event %s dead-lettered to %s after %d attempt(s): %s: %s",
             raw.message_id,
             self.topology.dead_letter_queue.name,
-            headers["x-failure-reason"],
+            attempts,
+            headers[failures.FAILURE_EXCEPTION],
+            headers[failures.FAILURE_REASON],
         )

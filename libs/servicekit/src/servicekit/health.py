@@ -57,7 +57,11 @@ async def _check_rabbitmq(runtime: Any) -> str:
 
 
 def _check_consumers(runtime: Any) -> str:
-    subscriber = runtime.consumer.subscriber
-    if not (runtime.broker_ready and subscriber.running):
-        return f"not consuming from {runtime.topology.work_queue.name}"
-    return "ok"
+    idle = [
+        queue.name
+        for queue, subscriber in zip(
+            runtime.topology.consuming_queues, runtime.consumer.subscribers, strict=True
+        )
+        if not (runtime.broker_ready and subscriber.running)
+    ]
+    return f"not consuming from {', '.join(idle)}" if idle else "ok"

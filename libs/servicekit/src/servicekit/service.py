@@ -68,7 +68,8 @@ class ServiceRuntime:
                 delay = min(delay * 2, max_delay)
             else:
                 self.broker_ready, self.broker_error = True, None
-                log.info("consuming from %s", self.topology.work_queue.name)
+                queues = ", ".join(q.name for q in self.topology.consuming_queues)
+                log.info("consuming from %s", queues)
                 return
 
 
@@ -83,14 +84,23 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         logger=logging.getLogger(f"{spec.name}.broker"),
         log_level=logging.DEBUG,  # per-message lines; the consumer logs each event id itself
     )
-    topology = ServiceTopology(spec.name, tuple(cls.routing_key() for cls in spec.handlers))
+    topology = ServiceTopology(
+        spec.name, tuple(cls.routing_key() for cls in spec.handlers), settings.retry_delays
+    )
     runtime: ServiceRuntime
 
     def pool() -> asyncpg.Pool:
         assert runtime.pool is not None, "the pool exists once the app has started"
         return runtime.pool
 
-    consumer = EventConsumer(topology, pool, broker, spec.handlers, prefetch=settings.prefetch)
+    consumer = EventConsumer(
+        topology,
+        pool,
+        broker,
+        spec.handlers,
+        prefetch=settings.prefetch,
+        max_attempts=settings.max_attempts,
+    )
     runtime = ServiceRuntime(broker=broker, consumer=consumer)
 
     @contextlib.asynccontextmanager

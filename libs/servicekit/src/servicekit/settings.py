@@ -2,9 +2,11 @@
 
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveFloat, model_validator
 from pydantic_settings import BaseSettings
 from yarl import URL
+
+from .topology import DEFAULT_RETRY_DELAYS
 
 
 class ServiceSettings(BaseSettings):
@@ -29,6 +31,14 @@ class ServiceSettings(BaseSettings):
         1.0, gt=0, description="Fallback poll; new rows normally wake the relay at once."
     )
     publish_confirm_timeout: float = Field(10.0, gt=0)
+    retry_delays: tuple[PositiveFloat, ...] = Field(
+        DEFAULT_RETRY_DELAYS,
+        min_length=1,
+        description="Seconds before each retry of a failing message; the last one repeats.",
+    )
+    max_attempts: int = Field(
+        4, ge=1, description="Deliveries of a transiently failing message before the DLQ."
+    )
 
     @model_validator(mode="after")
     def _pool_fits_prefetch(self) -> Self:

@@ -1,17 +1,27 @@
-"""The RabbitMQ topology, declared identically by services and tests.
+"""The RabbitMQ topology, declared identically by services, tests and the operator CLI.
 
 One durable topic exchange `events` carries every event under `<aggregate>.<event>.v<N>`.
-Each consuming service owns:
+Each consuming service owns a chain of quorum queues; the broker moves a failing message
+along it by dead-lettering, so retry state lives in the broker, not in a consumer:
 
-- `<service>.work`: a durable quorum queue bound to the routing keys it handles, with a
-  delivery limit and at-least-once dead-lettering to `<service>.dlx`;
-- `<service>.dlx`: a fanout exchange feeding `<service>.dlq`, where messages that can never
-  be processed wait for an operator, keeping their original routing key.
+    events ──▶ <svc>.work ──reject──▶ <svc>.wait.1 ──TTL 1s──▶ <svc>.retry.1
+               <svc>.retry.1 ──reject──▶ <svc>.wait.2 ──TTL 10s──▶ <svc>.retry.2
+               ...                      (the last retry queue loops on the last wait)
 
-RabbitMQ refuses to redeclare a queue with different arguments, so these definitions live
-here only.
+- `<svc>.work` and every `<svc>.retry.<n>` are consumed by the same handlers. Rejecting a
+  message there dead-letters it into the next wait queue, and the broker records that in the
+  message's `x-death` header: the attempt count survives restarts and is shared by replicas.
+- `<svc>.wait.<n>` has no consumer; its queue-level TTL is the n-th backoff delay (per-message
+  TTL would block behind the message at the head on RabbitMQ 3.10).
+- `<svc>.dlx` is a fanout exchange into `<svc>.dlq`, where the consumer puts what can never be
+  processed, or is out of attempts, with the reason in the headers. Operators replay from there
+  to `<svc>.work` alone, so other services see nothing twice.
+
+RabbitMQ refuses to redeclare a queue with different arguments, so these definitions live here
+only. Changing a service's retry delays changes its wait queues: drain and delete them first.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
@@ -19,34 +29,105 @@ from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExcha
 EVENTS_EXCHANGE = RabbitExchange("events", type=ExchangeType.TOPIC, durable=True)
 
 DELIVERY_LIMIT = 5
-"""Redeliveries of a failing message before the broker dead-letters it."""
+"""Deliveries without a settlement (a consumer crashing on the message) before the broker moves
+it along the retry chain as if it had been rejected."""
+
+DEFAULT_RETRY_DELAYS = (1.0, 10.0, 60.0)
+
+
+def work_queue_name(service: str) -> str:
+    return f"{service}.work"
+
+
+def retry_queue_name(service: str, tier: int) -> str:
+    return f"{service}.retry.{tier}"
+
+
+def wait_queue_name(service: str, tier: int) -> str:
+    return f"{service}.wait.{tier}"
+
+
+def dead_letter_queue_name(service: str) -> str:
+    return f"{service}.dlq"
+
+
+def dead_letter_exchange_name(service: str) -> str:
+    return f"{service}.dlx"
+
+
+def _dead_letter_to(queue: str) -> dict[str, str]:
+    """Arguments that dead-letter, at least once, straight into `queue` (default exchange)."""
+    return {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",  # at-least-once needs it, or stays at-most-once silently
+    }
 
 
 @dataclass(frozen=True)
 class ServiceTopology:
     service: str
     routing_keys: tuple[str, ...]
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+
+    def __post_init__(self) -> None:
+        if not self.retry_delays or min(self.retry_delays) <= 0:
+            raise ValueError("retry_delays needs at least one positive delay")
 
     @property
     def work_queue(self) -> RabbitQueue:
-        return RabbitQueue(
-            f"{self.service}.work",
-            queue_type=QueueType.QUORUM,
-            arguments={
-                "x-delivery-limit": DELIVERY_LIMIT,
-                "x-dead-letter-exchange": self.dead_letter_exchange.name,
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            },
-        )
+        return self._consuming_queue(work_queue_name(self.service), next_tier=1)
+
+    @property
+    def retry_queues(self) -> list[RabbitQueue]:
+        last = len(self.retry_delays)
+        return [
+            self._consuming_queue(retry_queue_name(self.service, tier), min(tier + 1, last))
+            for tier in range(1, last + 1)
+        ]
+
+    @property
+    def consuming_queues(self) -> list[RabbitQueue]:
+        return [self.work_queue, *self.retry_queues]
+
+    @property
+    def wait_queues(self) -> list[RabbitQueue]:
+        return [
+            RabbitQueue(
+                wait_queue_name(self.service, tier),
+                queue_type=QueueType.QUORUM,
+                arguments={
+                    "x-message-ttl": round(delay * 1000),
+                    **_dead_letter_to(retry_queue_name(self.service, tier)),
+                },
+            )
+            for tier, delay in enumerate(self.retry_delays, start=1)
+        ]
 
     @property
     def dead_letter_exchange(self) -> RabbitExchange:
-        return RabbitExchange(f"{self.service}.dlx", type=ExchangeType.FANOUT, durable=True)
+        return RabbitExchange(
+            dead_letter_exchange_name(self.service), type=ExchangeType.FANOUT, durable=True
+        )
 
     @property
     def dead_letter_queue(self) -> RabbitQueue:
-        return RabbitQueue(f"{self.service}.dlq", queue_type=QueueType.QUORUM)
+        return RabbitQueue(dead_letter_queue_name(self.service), queue_type=QueueType.QUORUM)
+
+    @property
+    def all_queues(self) -> Sequence[RabbitQueue]:
+        return [*self.consuming_queues, *self.wait_queues, self.dead_letter_queue]
+
+    def _consuming_queue(self, name: str, next_tier: int) -> RabbitQueue:
+        return RabbitQueue(
+            name,
+            queue_type=QueueType.QUORUM,
+            arguments={
+                "x-delivery-limit": DELIVERY_LIMIT,
+                **_dead_letter_to(wait_queue_name(self.service, next_tier)),
+            },
+        )
 
     async def declare(self, broker: RabbitBroker) -> None:
         """Declare exchanges, queues and bindings; safe to repeat."""
@@ -54,6 +135,8 @@ class ServiceTopology:
         dlx = await broker.declare_exchange(self.dead_letter_exchange)
         dlq = await broker.declare_queue(self.dead_letter_queue)
         await dlq.bind(dlx, routing_key="")
+        for queue in [*self.wait_queues, *self.retry_queues]:
+            await broker.declare_queue(queue)
         work = await broker.declare_queue(self.work_queue)
         for key in self.routing_keys:
             await work.bind(events, routing_key=key)

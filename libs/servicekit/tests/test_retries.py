@@ -1,0 +1,148 @@
+"""Retries with backoff through the broker's wait queues, on the real RabbitMQ and PostgreSQL.
+
+A probe service with one scripted handler stands in for a real one: each test tells it how
+an order's deliveries should fail.
+"""
+
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from pydantic_settings import SettingsConfigDict
+
+from contracts import OrderCreatedV1
+from servicekit.consumer import PermanentFailure, RetryLater
+from servicekit.service import ServiceSpec, build_app
+from servicekit.settings import ServiceSettings
+from servicekit.testing import (
+    eventually,
+    order_created_event,
+    peek_queue,
+    publish_event,
+    service_under_test,
+)
+
+pytestmark = pytest.mark.integration
+
+DELAYS = (0.3, 0.6)
+MAX_ATTEMPTS = 3
+
+
+class ProbeSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PROBE_")
+    http_port: int = 0
+
+
+class ScriptedHandler:
+    """Fails an order's first deliveries with the exceptions it is given, then succeeds."""
+
+    def __init__(self) -> None:
+        self.failures: dict[UUID, list[Exception]] = {}
+        self.calls: dict[UUID, list[float]] = defaultdict(list)
+        self.effects: dict[UUID, int] = defaultdict(int)
+
+    async def __call__(self, conn, event: OrderCreatedV1) -> None:
+        self.calls[event.order_id].append(time.monotonic())
+        if self.failures.get(event.order_id):
+            raise self.failures[event.order_id].pop(0)
+        self.effects[event.order_id] += 1
+
+
+@pytest.fixture
+async def probe(rabbitmq, databases, tmp_path: Path):
+    handler = ScriptedHandler()
+    settings = ProbeSettings(
+        database_url=databases.url("probe"),
+        rabbitmq_url=rabbitmq.url,
+        retry_delays=DELAYS,
+        max_attempts=MAX_ATTEMPTS,
+    )
+
+    def create_app(settings):
+        spec = ServiceSpec("probe", settings, routers=[], handlers={OrderCreatedV1: handler})
+        return build_app(spec)
+
+    async with service_under_test(create_app, settings, tmp_path, "probe") as client:
+        yield handler, client
+
+
+async def dead_letters(url: str, event: OrderCreatedV1) -> list:
+    """This event's copies in the probe's DLQ (the queue outlives each test in the module)."""
+    return [m for m in await peek_queue(url, "probe.dlq") if m.message_id == str(event.event_id)]
+
+
+async def stats(client) -> dict[str, int]:
+    return (await client.get("/health/ready")).json()["messages"]
+
+
+async def test_a_transient_failure_is_retried_after_each_backoff_delay_then_has_one_effect(
+    probe, rabbitmq
+) -> None:
+    handler, client = probe
+    order = order_created_event()
+    handler.failures[order.order_id] = [ConnectionError("db away"), TimeoutError("slow")]
+    await publish_event(rabbitmq.url, order)
+
+    await eventually(lambda: handler.effects[order.order_id] == 1, timeout=20)
+    first, second, third = handler.calls[order.order_id]
+    assert second - first >= DELAYS[0]
+    assert third - second >= DELAYS[1]
+    assert (await stats(client))["retried"] == 2
+    assert await dead_letters(rabbitmq.url, order) == []
+
+
+async def test_out_of_attempts_a_message_reaches_the_dlq_with_its_failure_history(
+    probe, rabbitmq
+) -> None:
+    handler, client = probe
+    order = order_created_event()
+    handler.failures[order.order_id] = [RuntimeError(f"bug #{n}") for n in range(10)]
+    await publish_event(rabbitmq.url, order)
+
+    [dead] = await eventually(lambda: dead_letters(rabbitmq.url, order), timeout=20)
+    assert len(handler.calls[order.order_id]) == MAX_ATTEMPTS
+    assert handler.effects[order.order_id] == 0
+    assert dead.message_id == str(order.event_id)
+    assert OrderCreatedV1.model_validate_json(dead.body) == order
+    headers = dead.headers
+    assert headers["x-failure-service"] == "probe"
+    assert headers["x-failure-exception"] == "RuntimeError"
+    assert headers["x-failure-reason"] == f"bug #{MAX_ATTEMPTS - 1}"
+    assert headers["x-failure-attempts"] == MAX_ATTEMPTS
+    assert headers["x-original-exchange"] == "events"
+    assert headers["x-original-routing-key"] == "order.created.v1"
+    first = datetime.fromisoformat(headers["x-first-failure-at"])
+    last = datetime.fromisoformat(headers["x-last-failure-at"])
+    assert (last - first).total_seconds() >= sum(DELAYS)
+    rejected = {d["queue"]: d["count"] for d in headers["x-death"] if d["reason"] == "rejected"}
+    assert rejected == {"probe.work": 1, "probe.retry.1": 1}
+    assert (await stats(client))["dead_lettered"] == 1
+
+
+async def test_a_dependency_known_to_be_down_backs_off_without_spending_attempts(
+    probe, rabbitmq
+) -> None:
+    handler, client = probe
+    order = order_created_event()
+    handler.failures[order.order_id] = [RetryLater("circuit open")] * (MAX_ATTEMPTS + 2)
+    await publish_event(rabbitmq.url, order)
+
+    await eventually(lambda: handler.effects[order.order_id] == 1, timeout=30)
+    assert len(handler.calls[order.order_id]) == MAX_ATTEMPTS + 3
+    assert await dead_letters(rabbitmq.url, order) == []
+
+
+async def test_a_permanent_failure_skips_retries(probe, rabbitmq) -> None:
+    handler, client = probe
+    order = order_created_event()
+    handler.failures[order.order_id] = [PermanentFailure("order can never ship")]
+    await publish_event(rabbitmq.url, order)
+
+    [dead] = await eventually(lambda: dead_letters(rabbitmq.url, order))
+    assert len(handler.calls[order.order_id]) == 1
+    assert dead.headers["x-failure-reason"] == "order can never ship"
+    assert dead.headers["x-failure-attempts"] == 1
+    assert (await stats(client))["retried"] == 0
