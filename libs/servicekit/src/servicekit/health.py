@@ -20,7 +20,11 @@ async def live() -> dict[str, str]:
 
 @health_router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """200 only while the database and RabbitMQ answer and the consumers are attached."""
+    """200 only while the database and RabbitMQ answer and the consumers are attached.
+
+    An open circuit does not make the service unready: it keeps consuming, and holds
+    messages in its retry queues until the dependency is back.
+    """
     runtime = request.app.state.runtime
     checks: dict[str, Any] = {
         "database": await _check_database(runtime),
@@ -33,6 +37,7 @@ async def ready(request: Request) -> JSONResponse:
             "status": "ready" if is_ready else "not ready",
             "checks": checks,
             "messages": asdict(runtime.consumer.stats),
+            "circuits": {circuit.name: circuit.status() for circuit in runtime.circuits},
         },
         status_code=200 if is_ready else 503,
     )

@@ -16,6 +16,7 @@ from faststream.rabbit import Channel, RabbitBroker
 
 from contracts import Event
 
+from .breaker import CircuitBreaker
 from .consumer import EventConsumer, Handler
 from .db import create_pool
 from .health import health_router
@@ -33,6 +34,8 @@ class ServiceSpec:
     routers: Sequence[APIRouter]
     handlers: Mapping[type[Event], Handler]
     version: str = "0.1.0"
+    circuits: Sequence[CircuitBreaker] = ()
+    """Circuit breakers around the service's dependencies, shown by readiness."""
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ServiceRuntime:
 
     broker: RabbitBroker
     consumer: EventConsumer
+    circuits: Sequence[CircuitBreaker] = ()
     pool: asyncpg.Pool | None = None
     broker_ready: bool = False
     broker_error: str | None = None
@@ -101,7 +105,7 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         prefetch=settings.prefetch,
         max_attempts=settings.max_attempts,
     )
-    runtime = ServiceRuntime(broker=broker, consumer=consumer)
+    runtime = ServiceRuntime(broker=broker, consumer=consumer, circuits=spec.circuits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -17,3 +17,9 @@ class EmailSettings(ServiceSettings):
     smtp_starttls: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
     sender_address: str = "orders@orderflow.example"
+    smtp_circuit_failure_threshold: int = Field(
+        5, ge=1, description="Consecutive SMTP failures that open the circuit."
+    )
+    smtp_circuit_reset_timeout: float = Field(
+        30.0, gt=0, description="Seconds the circuit stays open before one probe."
+    )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from servicekit.breaker import CircuitBreaker
 from servicekit.service import ServiceSpec, build_app
 
 from .adapters.smtp import SmtpSender
@@ -17,11 +18,17 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 def create_app(settings: EmailSettings | None = None) -> FastAPI:
     settings = settings or EmailSettings()
+    smtp_circuit = CircuitBreaker(
+        "smtp",
+        failure_threshold=settings.smtp_circuit_failure_threshold,
+        reset_timeout=settings.smtp_circuit_reset_timeout,
+    )
     return build_app(
         ServiceSpec(
             name=SERVICE,
             settings=settings,
             routers=[router],
-            handlers=event_handlers(SmtpSender(settings)),
+            handlers=event_handlers(SmtpSender(settings, smtp_circuit)),
+            circuits=[smtp_circuit],
         )
     )

@@ -1,19 +1,36 @@
-"""Sending email over a real SMTP conversation."""
+"""Sending email over a real SMTP conversation, behind a circuit breaker."""
 
 from email.message import EmailMessage
 
 import aiosmtplib
+
+from servicekit.breaker import CircuitBreaker
+from servicekit.consumer import PermanentFailure
 
 from ..config import EmailSettings
 from ..domain.messages import OutgoingEmail
 
 
 class SmtpSender:
-    def __init__(self, settings: EmailSettings) -> None:
+    def __init__(self, settings: EmailSettings, circuit: CircuitBreaker) -> None:
         self._settings = settings
+        self._circuit = circuit
 
     async def send(self, email: OutgoingEmail) -> None:
-        """Hand the email to the SMTP server; raises if it is not accepted."""
+        """Hand the email to the SMTP server; raises if it is not accepted.
+
+        A 5xx answer refuses this email for good (a PermanentFailure, which the circuit does
+        not count); anything else is an outage or a hiccup, worth retrying.
+        """
+        async with self._circuit.guard():
+            try:
+                await self._converse(email)
+            except aiosmtplib.SMTPResponseException as exc:
+                if 500 <= exc.code < 600:
+                    raise PermanentFailure(f"SMTP refused: {exc.code} {exc.message}") from exc
+                raise
+
+    async def _converse(self, email: OutgoingEmail) -> None:
         settings = self._settings
         message = EmailMessage()
         message["From"] = settings.sender_address

@@ -1,0 +1,363 @@
+"""`orderctl`: parse the command line, run the async logic, render the result.
+
+Exit codes: 0 done (or nothing to do), 1 something asked for is not there or failed (an
+audit problem, a message id not in the DLQ, a replay not confirmed), 2 the command could
+not run (bad usage, broker or database unreachable, unknown service or order).
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Coroutine
+from functools import partial
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from . import views
+from .audit import AuditConfig, audit
+from .broker import (
+    DEFAULT_AMQP_URL,
+    DEFAULT_SERVICES,
+    QueueProbe,
+    ServiceDepths,
+    connect,
+    service_depths,
+    unknown_service,
+)
+from .dead_letters import (
+    DEFAULT_LIMIT,
+    DeadLetter,
+    DeadLetterSession,
+    Selection,
+    dead_letter_session,
+)
+from .errors import CommandError
+from .text import plural, redact
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Operate orderflow: dead letters and an end-to-end audit of orders.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,  # locals hold URLs with passwords
+)
+dlq_app = typer.Typer(
+    help="Inspect, replay and purge each service's dead-letter queue, `SERVICE.dlq`.",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
+
+console = Console()
+errors = Console(stderr=True)
+
+AmqpUrl = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="RABBITMQ_URL",
+        help="RabbitMQ URL, virtual host included.",
+        show_default=redact(DEFAULT_AMQP_URL),
+    ),
+]
+ServiceArg = Annotated[
+    str, typer.Argument(metavar="SERVICE", help="The service whose DLQ to use, e.g. orders.")
+]
+ReasonOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reason", metavar="TEXT", help="Only messages whose failure reason contains TEXT."
+    ),
+]
+RoutingKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--routing-key", metavar="KEY", help="Only messages first published under routing KEY."
+    ),
+]
+LimitOption = Annotated[
+    int, typer.Option("--limit", min=1, help="Read at most this many messages from the DLQ.")
+]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def _run(command: Coroutine[Any, Any, T]) -> T:
+    """Run a command's async part; report a CommandError as one red line and exit 2."""
+    for library in ("aio_pika", "aiormq"):  # their warnings repeat the errors we report
+        logging.getLogger(library).setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(command)
+    except CommandError as exc:
+        _fail(exc)
+
+
+def _fail(error: CommandError) -> NoReturn:
+    errors.print(Text(str(error), style="red"), soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+@dlq_app.command("list")
+def list_queues(
+    services: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service",
+            "-s",
+            help=f"Service to show; repeat for several. [default: {', '.join(DEFAULT_SERVICES)}]",
+        ),
+    ] = None,
+    url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Dead letters, messages in retry and work queue depth of each service."""
+    depths = _run(_service_depths(url, tuple(services or DEFAULT_SERVICES)))
+    found = [row for row in depths.values() if row is not None]
+    missing = [service for service, row in depths.items() if row is None]
+    if services and missing:
+        _fail(unknown_service(missing[0]))
+    if not found:
+        _fail(CommandError(f"no dead-letter queue of {', '.join(missing)} on this broker"))
+    console.print(views.depths_table(found))
+    if missing:
+        console.print(Text(f"not on this broker: {', '.join(missing)}", style="dim"))
+
+
+async def _service_depths(url: str, services: tuple[str, ...]) -> dict[str, ServiceDepths | None]:
+    async with connect(url) as connection:
+        probe = QueueProbe(connection)
+        return {service: await service_depths(probe, service) for service in services}
+
+
+@dlq_app.command()
+def show(
+    service: ServiceArg,
+    message_id: Annotated[
+        str | None,
+        typer.Argument(metavar="MESSAGE_ID", help="Show this message in full.", show_default=False),
+    ] = None,
+    reason: ReasonOption = None,
+    routing_key: RoutingKeyOption = None,
+    limit: LimitOption = DEFAULT_LIMIT,
+    url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Dead letters by failure reason, or one message in full.
+
+    Messages are only read: all of them stay in the DLQ.
+    """
+    ids = (message_id,) if message_id else ()
+    selection = Selection(ids, reason, routing_key)
+    raise typer.Exit(_run(_show(url, service, selection, limit)))
+
+
+async def _show(url: str, service: str, selection: Selection, limit: int) -> int:
+    async with connect(url) as connection, dead_letter_session(connection, service, limit) as dlq:
+        chosen, code = _selected(dlq, selection)
+        if selection.message_ids:
+            for letter in chosen:
+                console.print(views.letter_detail(letter))
+        elif chosen:
+            console.print(views.reasons_table(chosen, dlq.queue_name))
+            console.print(views.letters_table(chosen, title="Messages"))
+    return code
+
+
+def _selected(dlq: DeadLetterSession, selection: Selection) -> tuple[list[DeadLetter], int]:
+    """The letters to act on, and the exit code so far: 1 when some asked for is not there."""
+    if not dlq.letters:
+        console.print(f"{dlq.queue_name} is empty")
+        return [], 0
+    if dlq.left_unread:
+        console.print(
+            Text(
+                f"read the first {plural(len(dlq.letters), 'message')} of {dlq.queue_name}; "
+                f"{dlq.left_unread} more not read (see --limit)",
+                style="yellow",
+            )
+        )
+    missing = selection.missing_ids(dlq.letters)
+    for message_id in missing:
+        errors.print(Text(f"no message {message_id} in {dlq.queue_name}", style="red"))
+    chosen = [letter for letter in dlq.letters if selection.matches(letter)]
+    if not chosen and not missing:
+        console.print(f"no message in {dlq.queue_name} matches")
+    return chosen, 1 if missing or not chosen else 0
+
+
+@dlq_app.command()
+def replay(
+    service: ServiceArg,
+    message_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="MESSAGE_ID", help="Replay these messages.", show_default=False),
+    ] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Replay every message.")] = False,
+    reason: ReasonOption = None,
+    routing_key: RoutingKeyOption = None,
+    limit: LimitOption = DEFAULT_LIMIT,
+    yes: YesOption = False,
+    url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Republish dead letters to the service's own work queue.
+
+    Only this service gets them again; each leaves the DLQ once the broker has confirmed
+    its republication, with its failure headers and broker history removed.
+    """
+    if message_ids and everything:
+        raise typer.BadParameter("give message ids or --all, not both", param_hint="--all")
+    if not (message_ids or everything or reason or routing_key):
+        raise typer.BadParameter(
+            "say what to replay: MESSAGE_ID..., --all, --reason or --routing-key",
+            param_hint="MESSAGE_ID",
+        )
+    selection = Selection(tuple(message_ids or ()), reason, routing_key)
+    raise typer.Exit(_run(_replay(url, service, selection, limit, yes)))
+
+
+async def _replay(url: str, service: str, selection: Selection, limit: int, yes: bool) -> int:
+    async with connect(url) as connection, dead_letter_session(connection, service, limit) as dlq:
+        target = dlq.work_queue_name
+        chosen, code = await _chosen_and_confirmed(
+            dlq, selection, yes, f"to replay to {target}", f"Replay {{}} to {target}?"
+        )
+        if not chosen:
+            return code
+        result = await dlq.replay(chosen)
+    console.print(views.replay_summary(result, dlq.work_queue_name))
+    return 1 if result.failed else code
+
+
+@dlq_app.command()
+def purge(
+    service: ServiceArg,
+    message_ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="MESSAGE_ID", help="Delete only these messages.", show_default=False
+        ),
+    ] = None,
+    reason: ReasonOption = None,
+    routing_key: RoutingKeyOption = None,
+    limit: LimitOption = DEFAULT_LIMIT,
+    yes: YesOption = False,
+    url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Delete dead letters for good: all of them, or those matching."""
+    selection = Selection(tuple(message_ids or ()), reason, routing_key)
+    raise typer.Exit(_run(_purge(url, service, selection, limit, yes)))
+
+
+async def _purge(url: str, service: str, selection: Selection, limit: int, yes: bool) -> int:
+    async with connect(url) as connection, dead_letter_session(connection, service, limit) as dlq:
+        chosen, code = await _chosen_and_confirmed(
+            dlq, selection, yes, f"to delete, of {len(dlq.letters)} read", "Delete {} for good?"
+        )
+        if not chosen:
+            return code
+        purged = await dlq.purge(chosen)
+    console.print(Text(f"deleted {plural(purged, 'message')} from {dlq.queue_name}", style="green"))
+    return code
+
+
+async def _chosen_and_confirmed(
+    dlq: DeadLetterSession, selection: Selection, yes: bool, title: str, question: str
+) -> tuple[list[DeadLetter], int]:
+    """The selected letters, shown and confirmed (`question` gets their count); none when
+    nothing matched or the operator said no. And the exit code so far."""
+    chosen, code = _selected(dlq, selection)
+    if not chosen:
+        return [], code
+    count = plural(len(chosen), "message")
+    console.print(views.letters_table(chosen, title=f"{count} {title}"))
+    if not await _confirmed(question.format(count), yes):
+        return [], 1
+    return chosen, code
+
+
+async def _confirmed(question: str, yes: bool) -> bool:
+    if yes or await _ask(question):
+        return True
+    console.print("nothing done")
+    return False
+
+
+async def _ask(question: str) -> bool:
+    """Ask in a daemon thread: the event loop keeps answering the broker's heartbeats while
+    the messages wait, unacknowledged, for the operator, and Ctrl-C at the prompt ends the
+    command at once (asyncio's own executor threads would be waited for)."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bool] = loop.create_future()
+
+    def prompt() -> None:
+        try:
+            deliver = partial(_settle, answer, typer.confirm(question))
+        except Exception as exc:  # click's Abort at the end of input
+            deliver = partial(_settle, answer, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: Ctrl-C ended the command
+            loop.call_soon_threadsafe(deliver)
+
+    threading.Thread(target=prompt, name="confirm", daemon=True).start()
+    return await answer
+
+
+def _settle(future: asyncio.Future[bool], outcome: bool | Exception) -> None:
+    if future.done():  # cancelled by Ctrl-C meanwhile
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+@app.command("audit")
+def audit_command(
+    order_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="ORDER_ID",
+            help="Audit only this order (outbox and queue checks still cover every service).",
+            show_default=False,
+        ),
+    ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL server URL, no database name; wins over each service's own "
+            "`ORDERS_DATABASE_URL`, `EMAIL_DATABASE_URL`, ... "
+            "[env: POSTGRES_URL] [default: postgresql://postgres@127.0.0.1:5432]",
+            show_default=False,
+        ),
+    ] = None,
+    database_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Database names are this prefix + the service name. "
+            "[env: ORDERFLOW_DATABASE_PREFIX]",
+            show_default=False,
+        ),
+    ] = None,
+    url: AmqpUrl = DEFAULT_AMQP_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check every order, outbox and queue of the system; exit 1 on any problem.
+
+    Every order must have gone through every service exactly once, every outbox must be
+    drained, and no message may wait in a retry or dead-letter queue.
+    """
+    config = AuditConfig.from_env(
+        postgres_url=postgres_url, database_prefix=database_prefix, amqp_url=url
+    )
+    report = _run(audit(config, order_id))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(views.audit_summary(report))
+        if report.problems:
+            console.print(views.problems_table(report))
+        else:
+            console.print(Text("no problems found", style="green"))
+    raise typer.Exit(0 if report.ok else 1)
