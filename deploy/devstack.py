@@ -86,6 +86,11 @@ class Stack:
 
     def start(self) -> None:
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        self.start_smtp_sink()
+        for service in SERVICES:
+            self.start_service(service.name)
+
+    def start_smtp_sink(self) -> None:
         self._spawn(
             "smtp-sink",
             [
@@ -98,13 +103,18 @@ class Stack:
             ],
             dict(os.environ),
         )
-        for service in SERVICES:
-            self.start_service(service.name)
 
-    def start_service(self, name: str) -> None:
+    def start_service(
+        self, name: str, launcher: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """Start one service: `python -m <module> serve`, or `python <launcher> <module> serve`
+        when a test runs it through a wrapper script, with `env` on top of its own."""
         service = next(s for s in SERVICES if s.name == name)
+        entry = [launcher] if launcher else ["-m"]
         self._spawn(
-            name, [sys.executable, "-m", service.module, "serve"], self.environment(service)
+            name,
+            [sys.executable, *entry, service.module, "serve"],
+            {**self.environment(service), **(env or {})},
         )
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from devstack import SERVICES, Stack, StackConfig
+from orderctl.audit import AuditConfig, AuditReport, audit
 from servicekit.testing import Databases, Vhost, free_port
 
 ADDRESS = {
@@ -78,6 +79,26 @@ class RunningSystem:
             "mails": [mail["Message-ID"] for mail in self.mails_about(order_id)],
         }
 
+    async def audit(self, order_id: str | None = None) -> AuditReport:
+        """What `orderctl audit` reports for this system."""
+        config = AuditConfig.from_env(
+            postgres_url=self.databases.postgres_url,
+            database_prefix=self.databases.prefix,
+            amqp_url=self.rabbitmq.url,
+            env={},
+        )
+        return await audit(config, order_id)
+
+    async def audit_is_clean(self) -> AuditReport:
+        """The audit once it finds nothing wrong; raises AssertionError with what it found."""
+        report = await self.audit()
+        assert report.ok, [f"{p.kind} {p.subject}: {p.detail}" for p in report.problems]
+        return report
+
+    async def readiness(self, service: str) -> dict:
+        response = await self.http[service].get("/health/ready")
+        return {"status_code": response.status_code, **response.json()}
+
     async def stock(self, sku: str) -> dict:
         return (await self.inventory.get(f"/stock/{sku}")).json()
 
@@ -99,8 +120,11 @@ class RunningSystem:
 
 
 @pytest.fixture(scope="module")
-def system(rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSystem]:
-    """Start every service as its own process, exactly as `make run` does; stop them after."""
+def system(request, rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSystem]:
+    """Start every service as its own process, exactly as `make run` does; stop them after.
+
+    A test module may set `SERVICE_ENV` (e.g. shorter retry delays) for its system.
+    """
     config = StackConfig(
         rabbitmq_url=rabbitmq.url,
         postgres_url=databases.postgres_url,
@@ -109,6 +133,7 @@ def system(rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSystem]:
         smtp_port=free_port(),
         run_dir=tmp_path_factory.mktemp("stack"),
         log_to_files=True,
+        service_env=getattr(request.module, "SERVICE_ENV", {}),
     )
     stack = Stack(config)
     stack.start()

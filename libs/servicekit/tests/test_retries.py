@@ -83,7 +83,7 @@ async def test_a_transient_failure_is_retried_after_each_backoff_delay_then_has_
 ) -> None:
     handler, client = probe
     order = order_created_event()
-    handler.failures[order.order_id] = [ConnectionError("db away"), TimeoutError("slow")]
+    handler.failures[order.order_id] = [RuntimeError("deadlock"), TimeoutError("slow")]
     await publish_event(rabbitmq.url, order)
 
     await eventually(lambda: handler.effects[order.order_id] == 1, timeout=20)
@@ -122,12 +122,15 @@ async def test_out_of_attempts_a_message_reaches_the_dlq_with_its_failure_histor
     assert (await stats(client))["dead_lettered"] == 1
 
 
-async def test_a_dependency_known_to_be_down_backs_off_without_spending_attempts(
-    probe, rabbitmq
-) -> None:
+@pytest.mark.parametrize(
+    "outage",
+    [RetryLater("circuit open"), ConnectionRefusedError("smtp down")],
+    ids=["circuit-open", "connection-refused"],
+)
+async def test_an_outage_backs_off_without_spending_attempts(probe, rabbitmq, outage) -> None:
     handler, client = probe
     order = order_created_event()
-    handler.failures[order.order_id] = [RetryLater("circuit open")] * (MAX_ATTEMPTS + 2)
+    handler.failures[order.order_id] = [outage] * (MAX_ATTEMPTS + 2)
     await publish_event(rabbitmq.url, order)
 
     await eventually(lambda: handler.effects[order.order_id] == 1, timeout=30)

@@ -11,13 +11,16 @@ Failures take one of two paths:
 - anything else is transient: rejected, so the broker moves it to the next backoff queue
   (see `topology`) and counts the failure in `x-death`. Once that count reaches the attempt
   limit, it is dead-lettered like a permanent failure, with the whole history.
-  `RetryLater` (a dependency known to be down) backs off without ever dead-lettering.
+  An outage (no database connection, a connection lost, a refused socket, `RetryLater`
+  from an open circuit) says nothing about the message: it backs off the same way but is
+  never dead-lettered for it, however long the outage lasts.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +61,16 @@ class PermanentFailure(Exception):
 class RetryLater(Exception):
     """A dependency is known to be unavailable (an open circuit): back off and try again,
     however long it takes, instead of spending the message's attempts on it."""
+
+
+OUTAGES = (
+    RetryLater,
+    ConnectionError,  # refused, reset, or aborted sockets, SMTP's included
+    asyncpg.PostgresConnectionError,  # the database connection broke mid-transaction
+    asyncpg.AdminShutdownError,  # the server terminated our session
+    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
+)
+"""Failures of the infrastructure rather than of the message."""
 
 
 def decode_event(body: bytes, known: Mapping[str, type[Event]]) -> Event:
@@ -163,13 +176,26 @@ class EventConsumer:
         """Run the event's handler once; False when it already had its effect."""
         event = decode_event(body, self._known)
         log.info("event %s (%s) received", event.event_id, event.routing_key())
-        async with self._pool().acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             if not await record_processed(conn, event):
                 log.info("event %s is a duplicate; no effect", event.event_id)
                 return False
             await self._handlers[event.routing_key()](conn, event)
         log.info("event %s processed", event.event_id)
         return True
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; failing to get one is an outage, whatever the error."""
+        pool = self._pool()
+        try:
+            conn = await pool.acquire()
+        except Exception as exc:  # noqa: BLE001 - refused, unreachable, not accepting, ...
+            raise RetryLater(f"database unavailable: {type(exc).__name__}: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
 
     def _attempt(self, message: RabbitMessage) -> int:
         """This delivery's attempt number, from the broker's count of earlier failures."""
@@ -179,15 +205,15 @@ class EventConsumer:
         self, message: RabbitMessage, exc: Exception, next_delay: float
     ) -> None:
         attempt = self._attempt(message)
-        if attempt >= self.max_attempts and not isinstance(exc, RetryLater):
+        outage = isinstance(exc, OUTAGES)
+        if attempt >= self.max_attempts and not outage:
             await self._dead_letter_or_keep(message, exc, attempts=attempt)
             return
         self.stats.retried += 1
         log.warning(
-            "event %s: attempt %d/%d failed (%s: %s); retrying in %gs",
+            "event %s: %s (%s: %s); retrying in %gs",
             message.raw_message.message_id,
-            attempt,
-            self.max_attempts,
+            "outage, attempts not spent" if outage else f"attempt {attempt}/{self.max_attempts}",
             type(exc).__name__,
             exc,
             next_delay,
