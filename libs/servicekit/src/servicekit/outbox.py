@@ -117,7 +117,9 @@ class OutboxRelay:
             if refused:
                 await self._retry_later(conn, refused)
         for row, error in zip(rows, results, strict=True):
-            if error is not None:
+            if error is None:
+                log.info("event %s (%s) published", row["event_id"], row["routing_key"])
+            else:
                 log.warning(
                     "event %s (%s) not published: %r", row["event_id"], row["routing_key"], error
                 )
