@@ -2,7 +2,6 @@
 
 import logging
 from typing import Protocol
-from uuid import uuid4
 
 import asyncpg
 
@@ -27,9 +26,10 @@ async def send_order_confirmation(
 
     The SMTP server accepts the email before the record commits: if sending fails,
     nothing is recorded and the event is retried; the one window for a second copy is
-    a failed commit after a successful send, and the stable Message-ID marks it.
+    a failed commit (or a crash) after a successful send, and the resend carries the same
+    Message-ID.
     """
-    email = order_confirmation(event, email_id=uuid4())
+    email = order_confirmation(event)
     await repository.record_sent(conn, email)
     await add_to_outbox(
         conn,

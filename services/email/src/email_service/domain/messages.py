@@ -1,7 +1,7 @@
 """What each email says. Pure: no SMTP, no database."""
 
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from contracts import OrderCreatedV1
 
@@ -21,7 +21,13 @@ class OutgoingEmail:
         return f"<{self.email_id}@orderflow>"
 
 
-def order_confirmation(order: OrderCreatedV1, email_id: UUID) -> OutgoingEmail:
+def email_id_for(cause: UUID, kind: str) -> UUID:
+    """The same id for every attempt at the email an event causes: if a crash lands between
+    SMTP's accept and our commit, the resend carries the same Message-ID."""
+    return uuid5(cause, kind)
+
+
+def order_confirmation(order: OrderCreatedV1) -> OutgoingEmail:
     lines = "\n".join(
         f"  {line.quantity} x {line.sku} at {line.unit_price} {order.currency}"
         for line in order.lines
@@ -35,7 +41,7 @@ def order_confirmation(order: OrderCreatedV1, email_id: UUID) -> OutgoingEmail:
         f"  {address.country}\n\nWe will tell you when it is on its way.\n"
     )
     return OutgoingEmail(
-        email_id=email_id,
+        email_id=email_id_for(order.event_id, "order_confirmation"),
         order_id=order.order_id,
         recipient=str(order.customer_email),
         subject=f"We received your order {order.order_id}",
