@@ -22,6 +22,7 @@ from servicekit.testing import (
     order_created_event,
     peek_queue,
     publish_event,
+    publish_raw,
     service_under_test,
 )
 
@@ -149,3 +150,32 @@ async def test_a_permanent_failure_skips_retries(probe, rabbitmq) -> None:
     assert dead.headers["x-failure-reason"] == "order can never ship"
     assert dead.headers["x-failure-attempts"] == 1
     assert (await stats(client))["retried"] == 0
+
+
+async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered_unhandled(
+    probe, rabbitmq
+) -> None:
+    handler, client = probe
+    order = order_created_event()
+    crashed_twice = [
+        {
+            "queue": queue,
+            "reason": "delivery_limit",
+            "count": 1,
+            "exchange": "",
+            "time": datetime.now(),
+        }
+        for queue in ("probe.work", "probe.retry.1")
+    ]  # what the broker writes when 5 deliveries in a row were never settled, twice
+    await publish_raw(
+        rabbitmq.url,
+        "probe.retry.2",
+        order.model_dump_json().encode(),
+        message_id=str(order.event_id),
+        exchange="",
+        headers={"x-death": crashed_twice},
+    )
+
+    [dead] = await eventually(lambda: dead_letters(rabbitmq.url, order))
+    assert handler.calls[order.order_id] == []
+    assert dead.headers["x-failure-reason"].startswith("poison message: delivered 2 x 5 times")

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from contracts import Event, routing_key
 
 from . import failures
-from .topology import ServiceTopology
+from .topology import DELIVERY_LIMIT, ServiceTopology
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 """Runs an event's effect on a connection inside the consumer's transaction."""
 
 MAX_REASON_LENGTH = 2000
+
+POISON_RUNS = 2
+"""Runs of unsettled deliveries after which a message is taken for one that kills its
+consumer, and is dead-lettered without being handled again."""
 
 
 @dataclass
@@ -158,6 +162,14 @@ class EventConsumer:
         return subscriber
 
     async def process(self, message: RabbitMessage, next_delay: float) -> None:
+        runs = failures.unsettled_runs(message.raw_message.headers, self._consuming)
+        if runs >= POISON_RUNS:
+            poison = PermanentFailure(
+                f"poison message: delivered {runs} x {DELIVERY_LIMIT} times without being "
+                "settled; the consumer crashes or hangs on it"
+            )
+            await self._dead_letter_or_keep(message, poison, attempts=self._attempt(message))
+            return
         try:
             async with self._running:
                 had_effect = await self._apply(message.raw_message.body)

@@ -72,6 +72,18 @@ def failed_deliveries(headers: Mapping[str, Any] | None, queues: Iterable[str]) 
     )
 
 
+def unsettled_runs(headers: Mapping[str, Any] | None, queues: Iterable[str]) -> int:
+    """How often the broker gave up on this message in `queues` after it was delivered the
+    delivery limit's number of times without being acked or rejected: a consumer crashed
+    or hung on it each time."""
+    names = set(queues)
+    return sum(
+        death.count
+        for death in deaths(headers)
+        if death.queue in names and death.reason == "delivery_limit"
+    )
+
+
 def first_failure_at(headers: Mapping[str, Any] | None) -> datetime | None:
     times = [death.time for death in deaths(headers) if death.time is not None]
     return min(times) if times else None

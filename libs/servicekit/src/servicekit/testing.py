@@ -271,6 +271,7 @@ async def publish_raw(
     *,
     message_id: str | None = None,
     exchange: str = "events",
+    headers: dict[str, Any] | None = None,
 ) -> None:
     """Publish bytes as any producer could: persistent, mandatory, confirmed."""
     connection = await aio_pika.connect(url)
@@ -283,6 +284,7 @@ async def publish_raw(
                 message_id=message_id or str(uuid.uuid4()),
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers=headers,
             ),
             routing_key=routing_key,
             mandatory=True,
