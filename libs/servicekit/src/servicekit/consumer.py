@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 from faststream import AckPolicy
-from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
@@ -146,7 +146,7 @@ class EventConsumer:
             for tier, queue in enumerate(topology.consuming_queues)
         ]
 
-    def _subscribe(self, queue: Any, prefetch: int, tier: int) -> Any:
+    def _subscribe(self, queue: RabbitQueue, prefetch: int, tier: int) -> Any:
         subscriber = self._broker.subscriber(
             queue,
             channel=Channel(prefetch_count=prefetch),

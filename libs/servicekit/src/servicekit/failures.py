@@ -64,23 +64,22 @@ def deaths(headers: Mapping[str, Any] | None) -> list[Death]:
 
 def failed_deliveries(headers: Mapping[str, Any] | None, queues: Iterable[str]) -> int:
     """How many deliveries from `queues` failed before this one, by the broker's count."""
-    names = set(queues)
-    return sum(
-        death.count
-        for death in deaths(headers)
-        if death.queue in names and death.reason in COUNTED_DEATHS
-    )
+    return _death_count(headers, queues, COUNTED_DEATHS)
 
 
 def unsettled_runs(headers: Mapping[str, Any] | None, queues: Iterable[str]) -> int:
     """How often the broker gave up on this message in `queues` after it was delivered the
     delivery limit's number of times without being acked or rejected: a consumer crashed
     or hung on it each time."""
-    names = set(queues)
+    return _death_count(headers, queues, ("delivery_limit",))
+
+
+def _death_count(
+    headers: Mapping[str, Any] | None, queues: Iterable[str], reasons: Iterable[str]
+) -> int:
+    names, counted = set(queues), set(reasons)
     return sum(
-        death.count
-        for death in deaths(headers)
-        if death.queue in names and death.reason == "delivery_limit"
+        death.count for death in deaths(headers) if death.queue in names and death.reason in counted
     )
 
 
