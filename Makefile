@@ -1,7 +1,7 @@
 # The two commands: `make run` and `make test`. Both install what they need first.
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: run test install schemas
+.PHONY: run test install schemas asyncapi
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -12,7 +12,13 @@ run: install
 
 test: install
 	$(UV) run ruff check .
+	$(UV) run python -m contracts.compatibility
 	$(UV) run pytest $(PYTEST_ARGS)
 
+# Regenerates contracts/schemas/; refuses a breaking change to a committed schema.
 schemas: install
 	$(UV) run python -m contracts.schemas
+
+# Regenerates services/<svc>/asyncapi.json from each service's broker (also at GET /asyncapi).
+asyncapi: install
+	$(UV) run python -m servicekit.asyncapi

@@ -137,7 +137,7 @@ async def main() -> None:
         f"p50 {ms[0.5]:.1f} ms, p95 {ms[0.95]:.1f} ms, p99 {ms[0.99]:.1f} ms"
     )
     print(
-        f"end to end (placed -> confirmed, reserved, emailed, shipped): {total:.1f} s, "
+        f"end to end (confirmed, reserved, emailed, shipment prepared): {total:.1f} s, "
         f"{len(order_ids) / total:.0f} orders/s"
     )
     memory_after = resident_memory_mb()

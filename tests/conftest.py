@@ -41,40 +41,53 @@ class RunningSystem:
             return []
         return [m for m in mailbox.mbox(path) if text in (m["Subject"] or "")]
 
-    async def place(self, *lines: tuple[str, int]) -> str:
-        """Place an order for (sku, quantity) lines; its id."""
-        response = await self.orders.post(
+    async def order_request(
+        self, *lines: tuple[str, int], idempotency_key: str | None = None
+    ) -> httpx.Response:
+        """POST /orders for (sku, quantity) lines, each named `Product <sku>`."""
+        return await self.orders.post(
             "/orders",
             json={
                 "customer_email": "ada@example.com",
-                "items": [{"sku": s, "quantity": q, "unit_price": "2.50"} for s, q in lines],
+                "customer_name": "Ada Lovelace",
+                "items": [
+                    {"sku": s, "name": f"Product {s}", "quantity": q, "unit_price": "2.50"}
+                    for s, q in lines
+                ],
                 "shipping_address": ADDRESS,
             },
+            headers={"Idempotency-Key": idempotency_key} if idempotency_key else {},
         )
+
+    async def place(self, *lines: tuple[str, int]) -> str:
+        """Place an order for (sku, quantity) lines; its id."""
+        response = await self.order_request(*lines)
         assert response.status_code == 202, response.text
         assert response.json()["status"] == "pending"
         return response.json()["order_id"]
 
-    async def settled(self, order_id: str) -> dict | None:
-        """What every service did for one order, once all four have reacted; else None."""
-        order = (await self.orders.get(f"/orders/{order_id}")).json()
+    async def order(self, order_id: str) -> dict:
+        response = await self.orders.get(f"/orders/{order_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def settled(self, order_id: str, status: str | None = None) -> dict | None:
+        """What every service did for one order, once all four have reacted to its latest
+        status (in `status`, if given) as the audit expects; else None."""
+        order = await self.order(order_id)
+        if order["status"] == "pending" or status not in (None, order["status"]):
+            return None
+        if any(p.kind.per_order for p in (await self.audit(order_id)).problems):
+            return None
         reservation = await self.inventory.get(f"/reservations/{order_id}")
         emails = (await self.email.get("/emails", params={"order_id": order_id})).json()
         shipments = (await self.shipping.get("/shipments", params={"order_id": order_id})).json()
-        history = {h["event_type"] for h in order["history"]}
-        if (
-            order["status"] == "pending"
-            or reservation.status_code != 200
-            or not emails
-            or not shipments
-        ):
-            return None
-        if not {"shipment.created.v1", "order_confirmation.sent.v1"} <= history:
-            return None
         return {
             "status": order["status"],
+            "order": order,
             "reservation": reservation.json()["status"],
             "emails": emails,
+            "email_kinds": sorted(email["kind"] for email in emails),
             "shipments": shipments,
             "mails": [mail["Message-ID"] for mail in self.mails_about(order_id)],
         }

@@ -8,10 +8,13 @@ from pydantic import ValidationError
 from contracts import (
     ALL_EVENTS,
     EVENTS_BY_ROUTING_KEY,
+    REQUEST_REPLY_MESSAGES,
     OrderCreatedV1,
+    OrderCreatedV2,
     StockReservedV1,
 )
 from contracts.schemas import SCHEMA_DIR, drifted_files, write_schemas
+from contracts.versions import as_version, readable_as, upcast
 
 
 def order_created(**overrides: object) -> OrderCreatedV1:
@@ -38,9 +41,17 @@ def test_routing_keys_name_aggregate_event_and_version() -> None:
     assert OrderCreatedV1.routing_key() == "order.created.v1"
     assert set(EVENTS_BY_ROUTING_KEY) == {
         "order.created.v1",
+        "order.created.v2",
+        "order.confirmed.v1",
+        "order.rejected.v1",
+        "order.cancelled.v1",
+        "order.shipped.v1",
         "stock.reserved.v1",
         "stock.rejected.v1",
+        "stock.released.v1",
         "shipment.created.v1",
+        "shipment.dispatched.v1",
+        "shipment.cancelled.v1",
         "order_confirmation.sent.v1",
     }
 
@@ -93,7 +104,8 @@ def test_contract_violations_name_the_field(change: dict, field: str) -> None:
 def test_committed_json_schemas_match_the_classes() -> None:
     assert drifted_files() == [], "run `make schemas` and commit contracts/schemas/"
     assert {p.name for p in SCHEMA_DIR.glob("*.json")} == {
-        f"{cls.routing_key()}.json" for cls in ALL_EVENTS
+        *(f"{cls.routing_key()}.json" for cls in ALL_EVENTS),
+        *(f"{name}.json" for name in REQUEST_REPLY_MESSAGES),
     }
 
 
@@ -104,3 +116,48 @@ def test_drift_check_notices_a_changed_schema_file(tmp_path) -> None:
     target.write_text(target.read_text().replace('"customer_email"', '"email"'))
     (tmp_path / "order.deleted.v1.json").write_text("{}")
     assert drifted_files(tmp_path) == ["order.created.v1.json", "order.deleted.v1.json"]
+
+
+def order_created_v2(**overrides: object) -> OrderCreatedV2:
+    return upcast(order_created(**overrides))
+
+
+def test_v1_upcasts_to_v2_keeping_the_event_and_filling_what_v1_never_said() -> None:
+    old = order_created()
+    new = upcast(old)
+    assert isinstance(new, OrderCreatedV2)
+    assert (new.event_id, new.correlation_id, new.occurred_at) == (
+        old.event_id,
+        old.correlation_id,
+        old.occurred_at,
+    )
+    assert new.customer.model_dump() == {"name": "Ada", "email": "ada@example.com"}
+    [line] = new.lines
+    assert (line.name, line.quantity) == ("SKU-1", 2)
+    assert line.unit_price.model_dump(mode="json") == {"amount": "9.90", "currency": "EUR"}
+    assert new.total.amount == Decimal("19.80")
+
+
+def test_v2_written_as_v1_for_older_consumers_round_trips() -> None:
+    new = order_created_v2()
+    old = as_version(new, 1)
+    assert isinstance(old, OrderCreatedV1) and old.event_id == new.event_id
+    assert upcast(old) == new
+    assert as_version(new, 2) is new
+    with pytest.raises(ValueError, match="cannot be written as version 3"):
+        as_version(new, 3)
+
+
+def test_a_consumer_of_v2_reads_every_version_still_on_the_wire() -> None:
+    assert readable_as(OrderCreatedV2) == (OrderCreatedV2, OrderCreatedV1)
+    assert readable_as(StockReservedV1) == (StockReservedV1,)
+
+
+def test_v2_money_is_a_decimal_string_in_one_currency() -> None:
+    wire = json.loads(order_created_v2().model_dump_json())
+    assert wire["lines"][0]["unit_price"] == {"amount": "9.90", "currency": "EUR"}
+    with pytest.raises(ValidationError, match="decimal string"):
+        OrderCreatedV2.model_validate({**wire, "total": {"amount": 19.8, "currency": "EUR"}})
+    wire["lines"][0]["unit_price"]["currency"] = "USD"
+    with pytest.raises(ValidationError, match="one currency"):
+        OrderCreatedV2.model_validate(wire)

@@ -16,6 +16,8 @@ from servicekit.testing import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
+SERVICE_ENV = {"SHIPPING_DISPATCH_DELAY": "0.5"}
+
 
 def sku() -> str:
     return f"E2E-{uuid.uuid4().hex[:8]}"
@@ -38,33 +40,42 @@ async def test_orders_flow_through_every_service_once(system) -> None:
     not_stocked = await system.place((unknown, 1), (c, 1))
 
     for order_id, expected in [
-        *((o, "confirmed") for o in fits),
+        *((o, "shipped") for o in fits),
         (too_many, "rejected"),
         (not_stocked, "rejected"),
     ]:
-        outcome = await eventually(lambda: system.settled(order_id), timeout=30)
-        assert outcome["status"] == expected, order_id
-        assert outcome["reservation"] == ("reserved" if expected == "confirmed" else "rejected")
-        assert len(outcome["emails"]) == 1 and outcome["emails"][0]["kind"] == "order_confirmation"
-        assert len(outcome["shipments"]) == 1
-        assert len(outcome["mails"]) == 1, "exactly one email reached the SMTP server"
+        outcome = await eventually(lambda: system.settled(order_id, expected), timeout=30)
+        [shipment] = outcome["shipments"]
+        timeline = [step["status"] for step in outcome["order"]["timeline"]]
+        if expected == "shipped":
+            assert timeline == ["pending", "confirmed", "shipped"]
+            assert outcome["reservation"] == "fulfilled"
+            assert outcome["email_kinds"] == ["order_confirmation", "shipment_dispatched"]
+            assert shipment["status"] == "dispatched"
+            assert outcome["order"]["tracking_number"] == shipment["tracking_number"]
+        else:
+            assert timeline == ["pending", "rejected"]
+            assert outcome["reservation"] == "rejected"
+            assert outcome["email_kinds"] == ["order_rejection"]
+            assert shipment["status"] == "cancelled"
+        assert len(outcome["mails"]) == len(outcome["emails"]), "each email reached SMTP once"
 
-    assert await system.stock(a) == {"sku": a, "available": 0, "reserved": 5}
-    assert await system.stock(b) == {"sku": b, "available": 0, "reserved": 1}
-    assert await system.stock(c) == {"sku": c, "available": 2, "reserved": 1}
+    assert await system.stock(a) == {"sku": a, "available": 0, "reserved": 0}
+    assert await system.stock(b) == {"sku": b, "available": 0, "reserved": 0}
+    assert await system.stock(c) == {"sku": c, "available": 2, "reserved": 0}
 
 
 async def test_a_duplicated_order_created_has_one_effect_everywhere(system) -> None:
     code = sku()
     await system.inventory.put(f"/stock/{code}", json={"available": 10})
     order_id = await system.place((code, 4))
-    before = await eventually(lambda: system.settled(order_id), timeout=30)
+    before = await eventually(lambda: system.settled(order_id, "shipped"), timeout=30)
 
     conn = await asyncpg.connect(system.databases.url("orders"))
     try:
         row = await conn.fetchrow(
             """SELECT event_id, payload FROM outbox
-               WHERE routing_key = 'order.created.v1' AND payload->>'order_id' = $1""",
+               WHERE routing_key = 'order.created.v2' AND payload->>'order_id' = $1""",
             order_id,
         )
     finally:
@@ -75,7 +86,7 @@ async def test_a_duplicated_order_created_has_one_effect_everywhere(system) -> N
     for _ in range(2):  # the same event, same id: a redelivery or a relay that published twice
         await publish_raw(
             system.rabbitmq.url,
-            "order.created.v1",
+            "order.created.v2",
             row["payload"].encode(),  # jsonb as text
             message_id=str(row["event_id"]),
         )
@@ -86,7 +97,7 @@ async def test_a_duplicated_order_created_has_one_effect_everywhere(system) -> N
 
     after = await system.settled(order_id)
     assert after == before
-    assert await system.stock(code) == {"sku": code, "available": 6, "reserved": 4}
+    assert await system.stock(code) == {"sku": code, "available": 6, "reserved": 0}
 
 
 async def duplicates_seen(system, service: str, at_least: int = 0) -> int | None:
@@ -172,8 +183,7 @@ async def test_bad_messages_go_to_each_services_dlq_and_later_orders_flow(
     code = sku()
     await system.inventory.put(f"/stock/{code}", json={"available": 1})
     order_id = await system.place((code, 1))
-    outcome = await eventually(lambda: system.settled(order_id), timeout=30)
-    assert outcome["status"] == "confirmed"
+    await eventually(lambda: system.settled(order_id, "shipped"), timeout=30)
     assert await system.all_ready()
 
 

@@ -1,7 +1,7 @@
 """The envelope every event carries, whatever its type and version."""
 
 from datetime import UTC, datetime
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -9,6 +9,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+ENVELOPE_ALWAYS_SENT = ("event_id", "event_type", "schema_version", "occurred_at")
+
+
+def _envelope_is_required(schema: dict[str, Any]) -> None:
+    """Fields with defaults are optional to pydantic's schema, but a producer always sends
+    them: a consumer must be able to rely on `event_id` above all (its idempotency key)."""
+    schema["required"] = sorted({*schema.get("required", ()), *ENVELOPE_ALWAYS_SENT})
 
 
 class Event(BaseModel):
@@ -20,7 +29,7 @@ class Event(BaseModel):
     consumers that do not know them yet.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", json_schema_extra=_envelope_is_required)
 
     event_id: UUID = Field(
         default_factory=uuid4, description="Unique per event; the idempotency key."

@@ -1,12 +1,12 @@
-"""Events produced by the inventory service."""
+"""Events produced by the inventory service, and its availability query (request-reply)."""
 
 from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .common import Sku
 from .envelope import Event
-from .orders import Sku
 
 
 class ReservedLineV1(BaseModel):
@@ -45,3 +45,32 @@ class StockRejectedV1(Event):
     rejected_lines: tuple[RejectedLineV1, ...] = Field(
         min_length=1, description="Only the lines that could not be reserved, each with why."
     )
+
+
+class StockReleasedV1(Event):
+    """The order was cancelled: what it had reserved is available again."""
+
+    event_type: Literal["stock.released"] = "stock.released"
+    schema_version: Literal[1] = 1
+
+    order_id: UUID
+    lines: tuple[ReservedLineV1, ...] = Field(min_length=1)
+
+
+class AvailabilityQueryV1(BaseModel):
+    """Request (over RabbitMQ request-reply): how much of `sku` can be ordered now?"""
+
+    model_config = ConfigDict(frozen=True)
+
+    sku: Sku
+
+
+class AvailabilityV1(BaseModel):
+    """Reply to AvailabilityQueryV1."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sku: Sku
+    stocked: bool = Field(description="False when inventory has never heard of the SKU.")
+    available: int = Field(ge=0)
+    reserved: int = Field(ge=0)

@@ -1,26 +1,13 @@
 """Events produced by the orders service."""
 
-from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
+from .common import Amount, CurrencyCode, Money, ShippingAddress, Sku
 from .envelope import Event
-
-Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
-CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")]
-
-
-class ShippingAddress(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    name: str = Field(min_length=1, max_length=200)
-    line1: str = Field(min_length=1, max_length=200)
-    city: str = Field(min_length=1, max_length=100)
-    postal_code: str = Field(min_length=1, max_length=20)
-    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code.")
+from .inventory import RejectedLineV1
 
 
 class OrderLineV1(BaseModel):
@@ -43,3 +30,93 @@ class OrderCreatedV1(Event):
     total: Money
     currency: CurrencyCode
     shipping_address: ShippingAddress
+
+
+class MoneyV2(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    amount: Amount
+    currency: CurrencyCode
+
+
+class CustomerV2(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+
+
+class OrderLineV2(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sku: Sku
+    name: str = Field(min_length=1, max_length=200, description="Product name, for people.")
+    quantity: int = Field(gt=0, le=10_000)
+    unit_price: MoneyV2
+
+
+class OrderCreatedV2(Event):
+    """A customer placed an order; it waits for stock to be reserved.
+
+    v2 over v1: the customer has a name, each line a product name, and every amount is a
+    decimal string with its currency.
+    """
+
+    event_type: Literal["order.created"] = "order.created"
+    schema_version: Literal[2] = 2
+
+    order_id: UUID
+    customer: CustomerV2
+    lines: tuple[OrderLineV2, ...] = Field(min_length=1)
+    total: MoneyV2
+    shipping_address: ShippingAddress
+
+    @model_validator(mode="after")
+    def _one_currency(self) -> Self:
+        currencies = {line.unit_price.currency for line in self.lines} | {self.total.currency}
+        if len(currencies) > 1:
+            raise ValueError(f"an order is in one currency, not {sorted(currencies)}")
+        return self
+
+
+class OrderConfirmedV1(Event):
+    """Stock is reserved for the whole order; it will ship unless cancelled first."""
+
+    event_type: Literal["order.confirmed"] = "order.confirmed"
+    schema_version: Literal[1] = 1
+
+    order_id: UUID
+
+
+class OrderRejectedV1(Event):
+    """The order cannot be fulfilled; nothing is reserved and nothing will ship."""
+
+    event_type: Literal["order.rejected"] = "order.rejected"
+    schema_version: Literal[1] = 1
+
+    order_id: UUID
+    short_items: tuple[RejectedLineV1, ...] = Field(
+        min_length=1, description="The items that could not be reserved, each with why."
+    )
+
+
+class OrderCancelledV1(Event):
+    """The customer cancelled the order before it was dispatched."""
+
+    event_type: Literal["order.cancelled"] = "order.cancelled"
+    schema_version: Literal[1] = 1
+
+    order_id: UUID
+    previous_status: Literal["pending", "confirmed"]
+    reason: str = Field(max_length=500)
+
+
+class OrderShippedV1(Event):
+    """The order's shipment left the warehouse."""
+
+    event_type: Literal["order.shipped"] = "order.shipped"
+    schema_version: Literal[1] = 1
+
+    order_id: UUID
+    shipment_id: UUID
+    tracking_number: str

@@ -3,12 +3,12 @@
 from typing import Literal
 from uuid import UUID
 
+from .common import ShippingAddress
 from .envelope import Event
-from .orders import ShippingAddress
 
 
 class ShipmentCreatedV1(Event):
-    """A shipment was prepared for the order's address."""
+    """A shipment was prepared for the order's address; it waits for the order's stock."""
 
     event_type: Literal["shipment.created"] = "shipment.created"
     schema_version: Literal[1] = 1
@@ -16,3 +16,25 @@ class ShipmentCreatedV1(Event):
     shipment_id: UUID
     order_id: UUID
     shipping_address: ShippingAddress
+
+
+class ShipmentDispatchedV1(Event):
+    """The parcel left the warehouse."""
+
+    event_type: Literal["shipment.dispatched"] = "shipment.dispatched"
+    schema_version: Literal[1] = 1
+
+    shipment_id: UUID
+    order_id: UUID
+    tracking_number: str
+
+
+class ShipmentCancelledV1(Event):
+    """The shipment will never leave: its order was rejected or cancelled."""
+
+    event_type: Literal["shipment.cancelled"] = "shipment.cancelled"
+    schema_version: Literal[1] = 1
+
+    shipment_id: UUID
+    order_id: UUID
+    reason: Literal["order_rejected", "order_cancelled"]

@@ -3,7 +3,7 @@
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 import pytest
@@ -12,7 +12,19 @@ from typer.testing import CliRunner
 
 from email_service.main import MIGRATIONS as EMAIL_MIGRATIONS
 from inventory.main import MIGRATIONS as INVENTORY_MIGRATIONS
-from orderctl.audit import AuditConfig, Problem, ProblemKind, audit
+from orderctl.audit import (
+    ORDER_CANCELLATION,
+    ORDER_CONFIRMATION,
+    ORDER_REJECTION,
+    SHIPMENT_DISPATCHED,
+    AuditConfig,
+    AuditReport,
+    OrderFacts,
+    Problem,
+    ProblemKind,
+    audit,
+    order_problems,
+)
 from orderctl.cli import app
 from orderctl.errors import CommandError
 from orders.main import MIGRATIONS as ORDERS_MIGRATIONS
@@ -29,6 +41,125 @@ MIGRATIONS = {
 }
 
 
+# order_history rows (event_type, producer, status_after) along an order's paths
+CREATED = ("order.created.v2", "orders", "pending")
+RESERVED = ("stock.reserved.v1", "inventory", "confirmed")
+REJECTED = ("stock.rejected.v1", "inventory", "rejected")
+DISPATCHED = ("shipment.dispatched.v1", "shipping", "shipped")
+CANCELLED = ("order.cancelled.v1", "orders", "cancelled")
+RESERVED_LATE = ("stock.reserved.v1", "inventory", None)  # the order was cancelled already
+REJECTED_LATE = ("stock.rejected.v1", "inventory", None)
+
+
+@dataclass(frozen=True)
+class Order:
+    """One order as the four databases hold it."""
+
+    status: str
+    history: tuple[tuple[str, str, str | None], ...]
+    reservation: str | None
+    """Its reservation's status; None: no reservation."""
+    shipment: str | None
+    """Its shipment's status; None: no shipment."""
+    emails: tuple[str, ...] = ()
+    """The kind of each email sent about it."""
+
+
+CONFIRMED = Order("confirmed", (CREATED, RESERVED), "reserved", "ready", (ORDER_CONFIRMATION,))
+SHIPPED = Order(
+    "shipped",
+    (CREATED, RESERVED, DISPATCHED),
+    "fulfilled",
+    "dispatched",
+    (ORDER_CONFIRMATION, SHIPMENT_DISPATCHED),
+)
+CANCELLED_AFTER_CONFIRMATION = Order(
+    "cancelled",
+    (CREATED, RESERVED, CANCELLED),
+    "released",
+    "cancelled",
+    (ORDER_CONFIRMATION, ORDER_CANCELLATION),
+)
+CANCELLED_WHILE_PENDING = Order(
+    "cancelled", (CREATED, CANCELLED, REJECTED_LATE), "rejected", "cancelled", (ORDER_CANCELLATION,)
+)
+
+CLEAN = {
+    "pending": Order("pending", (CREATED,), None, "preparing"),
+    "confirmed": CONFIRMED,
+    "rejected": Order("rejected", (CREATED, REJECTED), "rejected", "cancelled", (ORDER_REJECTION,)),
+    "shipped": SHIPPED,
+    "cancelled after confirmation": CANCELLED_AFTER_CONFIRMATION,
+    "cancelled while pending, stock rejected": CANCELLED_WHILE_PENDING,
+    "cancelled while pending, stock released": replace(
+        CANCELLED_WHILE_PENDING, history=(CREATED, CANCELLED, RESERVED_LATE), reservation="released"
+    ),
+}
+"""Orders every service handled as they should; the pending one is only not settled yet."""
+
+FAULTY = {
+    "dispatched, orders not told": (
+        replace(CONFIRMED, shipment="dispatched"),
+        ProblemKind.SHIPMENT_STATUS,
+        "shipment is dispatched, expected ready for a confirmed order: "
+        "orders has not heard of the dispatch yet",
+    ),
+    "dispatched after cancellation": (
+        replace(CANCELLED_AFTER_CONFIRMATION, shipment="dispatched"),
+        ProblemKind.SHIPMENT_STATUS,
+        "shipment is dispatched, expected cancelled for a cancelled order: "
+        "parcel left after the order was cancelled",
+    ),
+    "rejected, shipment still preparing": (
+        Order("rejected", (CREATED, REJECTED), "rejected", "preparing", (ORDER_REJECTION,)),
+        ProblemKind.SHIPMENT_STATUS,
+        "shipment is preparing, expected cancelled for a rejected order",
+    ),
+    "stock never released": (
+        replace(CANCELLED_AFTER_CONFIRMATION, reservation="reserved"),
+        ProblemKind.RESERVATION_STATUS,
+        "reservation is reserved, expected rejected or released for a cancelled order: "
+        "stock never released",
+    ),
+    "shipped, stock not fulfilled": (
+        replace(SHIPPED, reservation="reserved"),
+        ProblemKind.RESERVATION_STATUS,
+        "reservation is reserved, expected fulfilled for a shipped order",
+    ),
+    "rejected but told confirmed": (
+        Order("rejected", (CREATED, REJECTED), "rejected", "cancelled", (ORDER_CONFIRMATION,)),
+        ProblemKind.EMAILS,
+        "missing order_rejection; unexpected order_confirmation",
+    ),
+    "shipped, no dispatch email": (
+        replace(SHIPPED, emails=(ORDER_CONFIRMATION,)),
+        ProblemKind.EMAILS,
+        "missing shipment_dispatched",
+    ),
+    "confirmed, then cancelled without confirmation email": (
+        replace(CANCELLED_AFTER_CONFIRMATION, emails=(ORDER_CANCELLATION,)),
+        ProblemKind.EMAILS,
+        "missing order_confirmation",
+    ),
+    "never confirmed, but confirmation email": (
+        replace(CANCELLED_WHILE_PENDING, emails=(ORDER_CONFIRMATION, ORDER_CANCELLATION)),
+        ProblemKind.EMAILS,
+        "unexpected order_confirmation",
+    ),
+    "no reservation": (
+        replace(CONFIRMED, reservation=None),
+        ProblemKind.RESERVATION_COUNT,
+        "0 reservations, expected 1",
+    ),
+    "no shipment": (
+        replace(CONFIRMED, shipment=None),
+        ProblemKind.SHIPMENT_COUNT,
+        "0 shipments, expected 1",
+    ),
+}
+"""Orders with one fault each: the problem the audit must find, and no other."""
+
+
 @dataclass
 class System:
     """Databases and queues filled to look like a system that has run, with known faults."""
@@ -37,39 +168,38 @@ class System:
     orders: dict[str, str] = field(default_factory=dict)
     """Order id by what is special about it."""
 
-    async def order(
-        self,
-        name: str,
-        status: str,
-        *,
-        reservation: str | None,
-        shipments: int,
-        emails: int = 1,
-    ) -> None:
+    async def order(self, name: str, order: Order) -> None:
         order_id = uuid.uuid4()
         self.orders[name] = str(order_id)
         await self.db["orders"].execute(
-            """INSERT INTO orders (order_id, customer_email, lines, total, currency,
-                                   shipping_address, status, correlation_id)
-               VALUES ($1, 'ada@example.com', '[]', 4.50, 'EUR', '{}', $2, $3)""",
+            """INSERT INTO orders (order_id, customer_name, customer_email, lines, total,
+                                   currency, shipping_address, status, correlation_id)
+               VALUES ($1, 'Ada', 'ada@example.com', '[]', 4.50, 'EUR', '{}', $2, $3)""",
             order_id,
-            status,
+            order.status,
             uuid.uuid4(),
         )
-        if reservation:
+        await self.db["orders"].executemany(
+            """INSERT INTO order_history (event_id, order_id, event_type, producer, occurred_at,
+                                          status_after)
+               VALUES ($1, $2, $3, $4, now(), $5)""",
+            [(uuid.uuid4(), order_id, *event) for event in order.history],
+        )
+        if order.reservation:
             await self.db["inventory"].execute(
                 "INSERT INTO reservations (order_id, status, lines) VALUES ($1, $2, '[]')",
                 order_id,
-                reservation,
+                order.reservation,
             )
-        for _ in range(shipments):
+        if order.shipment:
             await self.db["shipping"].execute(
                 """INSERT INTO shipments (shipment_id, order_id, status, shipping_address, lines)
-                   VALUES ($1, $2, 'preparing', '{}', '[]')""",
+                   VALUES ($1, $2, $3, '{}', '[]')""",
                 uuid.uuid4(),
                 order_id,
+                order.shipment,
             )
-        for kind in ["order_confirmation"] * emails + ["shipping_notice"]:
+        for kind in order.emails:
             await self.email(order_id, kind)
 
     async def email(self, order_id: uuid.UUID, kind: str) -> None:
@@ -113,12 +243,11 @@ async def build_system(config: AuditConfig) -> dict[str, str]:
         db[service] = await asyncpg.connect(url)
     system = System(db)
     try:
-        await system.order("confirmed", "confirmed", reservation="reserved", shipments=1)
-        await system.order("rejected", "rejected", reservation="rejected", shipments=1)
-        await system.order("two emails", "confirmed", reservation="reserved", shipments=1, emails=2)
-        await system.order("no shipment", "confirmed", reservation="reserved", shipments=0)
-        await system.order("pending", "pending", reservation=None, shipments=0, emails=0)
-        await system.order("mismatched", "rejected", reservation="reserved", shipments=1)
+        for name, order in CLEAN.items():
+            await system.order(name, order)
+        for name, (order, _, _) in FAULTY.items():
+            await system.order(name, order)
+        await system.order("pending, no shipment", replace(CLEAN["pending"], shipment=None))
         await system.outbox_row("orders", published=True)
         await system.outbox_row("inventory", published=False)
     finally:
@@ -159,51 +288,140 @@ async def orderctl(*args: str):
     return await asyncio.to_thread(runner.invoke, app, list(args))
 
 
+def order_problems_of(report: AuditReport) -> list[tuple[ProblemKind, str]]:
+    return [(p.kind, p.detail) for p in report.problems if p.kind.per_order]
+
+
+PENDING = (ProblemKind.ORDER_PENDING, "order is still pending")
+EXPECTED_PROBLEMS = {
+    "pending": [PENDING],
+    "pending, no shipment": [PENDING, (ProblemKind.SHIPMENT_COUNT, "0 shipments, expected 1")],
+    **{name: [(kind, detail)] for name, (_, kind, detail) in FAULTY.items()},
+}
+"""Every order problem in the system, by order."""
+
+
 @pytest.mark.integration
 async def test_audit_reports_exactly_the_problems_of_the_system(config, orders) -> None:
     report = await audit(config)
 
     expected = [
-        Problem(
-            ProblemKind.CONFIRMATION_EMAIL_COUNT,
-            orders["two emails"],
-            "2 confirmation emails, expected 1",
-        ),
-        Problem(
-            ProblemKind.SHIPMENT_COUNT,
-            orders["no shipment"],
-            "0 shipments, expected 1",
-        ),
-        Problem(ProblemKind.ORDER_PENDING, orders["pending"], "order is still pending"),
-        Problem(ProblemKind.RESERVATION_COUNT, orders["pending"], "0 reservations, expected 1"),
-        Problem(ProblemKind.SHIPMENT_COUNT, orders["pending"], "0 shipments, expected 1"),
-        Problem(
-            ProblemKind.CONFIRMATION_EMAIL_COUNT,
-            orders["pending"],
-            "0 confirmation emails, expected 1",
-        ),
-        Problem(
-            ProblemKind.RESERVATION_STATUS,
-            orders["mismatched"],
-            "reservation is reserved but the order is rejected",
-        ),
-        *SERVICE_PROBLEMS,
+        Problem(kind, orders[name], detail)
+        for name, problems in EXPECTED_PROBLEMS.items()
+        for kind, detail in problems
     ]
-    assert by_kind_and_subject(report.problems) == by_kind_and_subject(expected)
-    assert (report.orders_checked, report.ok) == (6, False)
+    assert by_kind_and_subject(report.problems) == by_kind_and_subject(expected + SERVICE_PROBLEMS)
+    assert (report.orders_checked, report.ok) == (len(CLEAN) + len(FAULTY) + 1, False)
     assert report.services == ("orders", "email", "inventory", "shipping")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", CLEAN)
+async def test_each_status_path_is_clean(config, orders, name: str) -> None:
+    report = await audit(config, orders[name])
+
+    assert report.orders_checked == 1
+    assert order_problems_of(report) == EXPECTED_PROBLEMS.get(name, [])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", FAULTY)
+async def test_each_fault_is_found_and_nothing_else(config, orders, name: str) -> None:
+    _, kind, detail = FAULTY[name]
+
+    report = await audit(config, orders[name])
+
+    assert order_problems_of(report) == [(kind, detail)]
 
 
 @pytest.mark.integration
 async def test_auditing_one_order_checks_it_and_the_whole_plumbing(config, orders) -> None:
     clean = await audit(config, orders["rejected"])
-    doubled = await audit(config, orders["two emails"])
+    faulty = await audit(config, orders["no shipment"])
 
-    assert clean.orders_checked == doubled.orders_checked == 1
+    assert clean.orders_checked == faulty.orders_checked == 1
     assert by_kind_and_subject(clean.problems) == by_kind_and_subject(SERVICE_PROBLEMS)
-    assert [p.kind for p in doubled.problems if p.kind.per_order] == [
-        ProblemKind.CONFIRMATION_EMAIL_COUNT
-    ]
+    assert by_kind_and_subject(faulty.problems) == by_kind_and_subject(
+        [
+            Problem(ProblemKind.SHIPMENT_COUNT, orders["no shipment"], "0 shipments, expected 1"),
+            *SERVICE_PROBLEMS,
+        ]
+    )
+
+
+ORDER_ID = uuid.uuid4()
+
+
+def facts(
+    status: str,
+    *,
+    reservations: list[str],
+    shipments: list[str],
+    emails: list[str],
+) -> OrderFacts:
+    return OrderFacts(ORDER_ID, status, False, reservations, shipments, emails)
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        (
+            facts(
+                "rejected",
+                reservations=["rejected"],
+                shipments=["cancelled"],
+                emails=[ORDER_CONFIRMATION, ORDER_CONFIRMATION],
+            ),
+            [(ProblemKind.EMAILS, "missing order_rejection; 2 x order_confirmation")],
+        ),
+        (
+            facts(
+                "confirmed",
+                reservations=["reserved"],
+                shipments=["ready"],
+                emails=[ORDER_CONFIRMATION, ORDER_CONFIRMATION],
+            ),
+            [(ProblemKind.EMAILS, "2 x order_confirmation")],
+        ),
+        (
+            facts(
+                "pending",
+                reservations=["reserved", "reserved"],
+                shipments=["preparing", "preparing"],
+                emails=[ORDER_CONFIRMATION, ORDER_CONFIRMATION, ORDER_REJECTION],
+            ),
+            [
+                PENDING,
+                (ProblemKind.RESERVATION_COUNT, "2 reservations, expected at most 1"),
+                (ProblemKind.SHIPMENT_COUNT, "2 shipments, expected 1"),
+                (ProblemKind.EMAILS, "2 x order_confirmation"),
+            ],
+        ),
+        (
+            facts(
+                "shipped",
+                reservations=["fulfilled"],
+                shipments=["dispatched"],
+                emails=[SHIPMENT_DISPATCHED, ORDER_CANCELLATION, "newsletter"],
+            ),
+            [
+                (
+                    ProblemKind.EMAILS,
+                    "missing order_confirmation; unexpected newsletter; "
+                    "unexpected order_cancellation",
+                )
+            ],
+        ),
+    ],
+    ids=["rejected, confirmed twice", "confirmed twice", "pending, all doubled", "odd kinds"],
+)
+def test_what_the_schemas_forbid_is_still_reported(order: OrderFacts, expected) -> None:
+    """Doubles the schemas' keys rule out (reservations.order_id, shipments.order_id,
+    emails_once_per_kind), and an email kind no service sends: checked on plain facts."""
+    problems = order_problems(order)
+
+    assert [(p.kind, p.detail) for p in problems] == expected
+    assert {p.subject for p in problems} == {str(ORDER_ID)}
 
 
 @pytest.mark.integration
@@ -219,23 +437,63 @@ async def test_an_unknown_order_is_an_error(config, orders) -> None:
 async def test_cli_shows_summary_and_problems_and_exits_1(rabbitmq, databases, orders) -> None:
     connection = ["--postgres-url", databases.postgres_url, "--database-prefix", databases.prefix]
     connection += ["--url", rabbitmq.url]
+    total = len(orders)
+    problems = sum(map(len, EXPECTED_PROBLEMS.values())) + len(SERVICE_PROBLEMS)
 
     table = await orderctl("audit", *connection)
     as_json = await orderctl("audit", *connection, "--json")
     one_order = await orderctl("audit", orders["confirmed"], *connection, "--json")
     unknown = await orderctl("audit", str(uuid.uuid4()), *connection)
+    usage = await orderctl("audit", "--help")
 
     assert table.exit_code == 1, table.output
-    assert "Audit of 6 orders, 4 services" in table.stdout
-    assert "exactly one confirmation email per order" in table.stdout
+    assert f"Audit of {total} orders, 4 services" in table.stdout
+    assert "shipment status matches order status" in table.stdout
+    assert "parcel left after the order was cancelled" in table.stdout
     assert f"{orders['no shipment']}" in table.stdout
     report = json.loads(as_json.stdout)
     assert as_json.exit_code == 1
-    assert (report["ok"], report["orders_checked"], len(report["problems"])) == (False, 6, 10)
-    assert report["problem_counts"]["shipment_count"] == 2
+    assert (report["ok"], report["orders_checked"], len(report["problems"])) == (
+        False,
+        total,
+        problems,
+    )
+    assert report["problem_counts"] == {
+        "order_pending": 2,
+        "reservation_count": 1,
+        "reservation_status": 2,
+        "shipment_count": 2,
+        "shipment_status": 3,
+        "emails": 4,
+        "outbox_undrained": 1,
+        "queues_missing": 0,
+        "dead_letters": 1,
+        "messages_in_retry": 1,
+    }
     assert json.loads(one_order.stdout)["orders_checked"] == 1
     assert unknown.exit_code == 2
     assert "not found in the orders database" in unknown.stderr
+    assert usage.exit_code == 0
+    assert "order_confirmation, shipment_dispatched" in usage.stdout
+    assert "rejected or released" in usage.stdout
+
+
+@pytest.mark.integration
+async def test_databases_not_yet_migrated_to_the_new_lifecycle_are_an_error(
+    rabbitmq, databases, tmp_path
+) -> None:
+    """The orders database without its 002 migration: no `order_history.status_after`."""
+    prefix = f"{databases.prefix}old_"
+    (tmp_path / "001_orders.sql").write_text((ORDERS_MIGRATIONS / "001_orders.sql").read_text())
+    config = AuditConfig.from_env(
+        postgres_url=databases.postgres_url, database_prefix=prefix, amqp_url=rabbitmq.url, env={}
+    )
+    for service, url in config.database_urls.items():
+        await ensure_database(url)
+        await migrate(url, tmp_path if service == "orders" else MIGRATIONS[service])
+
+    with pytest.raises(CommandError, match="are migrations applied"):
+        await audit(config)
 
 
 @pytest.mark.integration

@@ -1,13 +1,30 @@
 """Inventory against the real RabbitMQ and PostgreSQL, in-process."""
 
 import asyncio
+import json
 import uuid
 
+import asyncpg
 import pytest
+from faststream.rabbit import RabbitBroker
 
-from contracts import StockRejectedV1, StockReservedV1
+from contracts import (
+    AVAILABILITY_QUEUE,
+    AvailabilityQueryV1,
+    AvailabilityV1,
+    Event,
+    OrderCancelledV1,
+    OrderCreatedV1,
+    OrderCreatedV2,
+    OrderShippedV1,
+    StockRejectedV1,
+    StockReleasedV1,
+    StockReservedV1,
+)
+from contracts.versions import order_created_v1_to_v2
 from inventory.config import InventorySettings
 from inventory.main import MIGRATIONS, create_app
+from servicekit.rpc import ask
 from servicekit.testing import (
     consumer_saw_duplicates,
     eventually,
@@ -22,7 +39,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def inventory(rabbitmq, databases):
-    settings = InventorySettings(database_url=databases.url("inventory"), rabbitmq_url=rabbitmq.url)
+    settings = InventorySettings(
+        database_url=databases.url("inventory"),
+        rabbitmq_url=rabbitmq.url,
+        # Queue arguments: every app of this module declares the same ones.
+        retry_delays=(0.2,),
+        max_attempts=50,
+    )
     async with service_under_test(create_app, settings, MIGRATIONS, "inventory") as client:
         yield client
 
@@ -31,10 +54,90 @@ def new_sku() -> str:
     return f"SKU-{uuid.uuid4().hex[:8]}"
 
 
+def order_created(
+    lines: list[tuple[str, int]], version: int = 2
+) -> OrderCreatedV1 | OrderCreatedV2:
+    """An order.created as orders publishes it, in `version` of the contract."""
+    v1 = order_created_event(lines)
+    return v1 if version == 1 else order_created_v1_to_v2(v1)
+
+
+def order_cancelled(order: Event, previous_status: str = "confirmed") -> OrderCancelledV1:
+    return OrderCancelledV1.caused_by(
+        order,
+        producer="orders",
+        order_id=order.order_id,
+        previous_status=previous_status,
+        reason="changed my mind",
+    )
+
+
+def order_shipped(order: Event) -> OrderShippedV1:
+    return OrderShippedV1.caused_by(
+        order,
+        producer="orders",
+        order_id=order.order_id,
+        shipment_id=uuid.uuid4(),
+        tracking_number="OF0123456789AB",
+    )
+
+
 async def reservation(client, order_id):
     response = await client.get(f"/reservations/{order_id}")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def reservation_is(client, order_id, status: str) -> dict | None:
+    found = await reservation(client, order_id)
+    return found if found["status"] == status else None
+
+
+async def stock(client, sku) -> dict:
+    return (await client.get(f"/stock/{sku}")).json()
+
+
+def about(messages, order_id) -> list:
+    return [m for m in messages if json.loads(m.body).get("order_id") == str(order_id)]
+
+
+async def query(databases, sql: str, *args) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(databases.url("inventory"))
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def handled(databases, event: Event) -> bool:
+    """Whether the consumer has committed the event's effect (or its absence)."""
+    return bool(
+        await query(
+            databases, "SELECT 1 FROM processed_messages WHERE event_id = $1", event.event_id
+        )
+    )
+
+
+async def published_about(databases, order_id) -> list[str]:
+    """Routing keys of every event inventory wrote about the order, in order."""
+    rows = await query(
+        databases,
+        "SELECT routing_key FROM outbox WHERE payload->>'order_id' = $1 ORDER BY id",
+        str(order_id),
+    )
+    return [row["routing_key"] for row in rows]
+
+
+async def consumer_retried(client) -> dict | None:
+    stats = (await client.get("/health/ready")).json()["messages"]
+    return stats if stats["retried"] >= 1 else None
+
+
+async def reserved_order(client, rabbitmq, sku: str, quantity: int) -> OrderCreatedV2:
+    order = order_created([(sku, quantity)])
+    await publish_event(rabbitmq.url, order)
+    await eventually(lambda: reservation_is(client, order.order_id, "reserved"))
+    return order
 
 
 async def test_stock_is_set_and_read_back(inventory) -> None:
@@ -51,11 +154,13 @@ async def test_stock_is_set_and_read_back(inventory) -> None:
     assert bad.json()["detail"][0]["loc"] == ["body", "available"]
 
 
-async def test_order_within_stock_is_reserved_and_announced(inventory, rabbitmq) -> None:
+@pytest.mark.parametrize("version", [1, 2], ids=["order.created.v1", "order.created.v2"])
+async def test_order_within_stock_is_reserved_and_announced(inventory, rabbitmq, version) -> None:
     a, b = new_sku(), new_sku()
     await inventory.put(f"/stock/{a}", json={"available": 5})
     await inventory.put(f"/stock/{b}", json={"available": 1})
-    order = order_created_event([(a, 2), (b, 1), (a, 1)])
+    order = order_created([(a, 2), (b, 1), (a, 1)], version)
+    assert order.routing_key() == f"order.created.v{version}"
     async with tap(rabbitmq.url, "stock.*.v1") as published:
         assert (await inventory.get(f"/reservations/{order.order_id}")).status_code == 404
         await publish_event(rabbitmq.url, order)
@@ -135,3 +240,117 @@ async def test_a_duplicated_event_reserves_once(inventory, rabbitmq) -> None:
         "available": 7,
         "reserved": 3,
     }
+
+
+async def test_cancelling_a_reserved_order_releases_its_stock(
+    inventory, rabbitmq, databases
+) -> None:
+    sku = new_sku()
+    await inventory.put(f"/stock/{sku}", json={"available": 5})
+    order = await reserved_order(inventory, rabbitmq, sku, 3)
+    cancelled = order_cancelled(order)
+    async with tap(rabbitmq.url, "stock.released.v1") as published:
+        await publish_event(rabbitmq.url, cancelled)
+        await eventually(lambda: reservation_is(inventory, order.order_id, "released"))
+        [message] = await eventually(lambda: about(published, order.order_id))
+    assert await stock(inventory, sku) == {"sku": sku, "available": 5, "reserved": 0}
+    released = StockReleasedV1.model_validate_json(message.body)
+    assert [(line.sku, line.quantity) for line in released.lines] == [(sku, 3)]
+    assert (released.causation_id, released.correlation_id, released.producer) == (
+        cancelled.event_id,
+        order.correlation_id,
+        "inventory",
+    )
+    assert await published_about(databases, order.order_id) == [
+        "stock.reserved.v1",
+        "stock.released.v1",
+    ]
+
+
+async def test_cancelling_a_rejected_order_releases_nothing(inventory, rabbitmq, databases) -> None:
+    sku, other = new_sku(), new_sku()
+    await inventory.put(f"/stock/{sku}", json={"available": 1})
+    await inventory.put(f"/stock/{other}", json={"available": 4})
+    order = order_created([(sku, 2), (other, 1)])
+    await publish_event(rabbitmq.url, order)
+    await eventually(lambda: reservation_is(inventory, order.order_id, "rejected"))
+    cancelled = order_cancelled(order, previous_status="pending")
+    await publish_event(rabbitmq.url, cancelled)
+    await eventually(lambda: handled(databases, cancelled))
+    assert (await reservation(inventory, order.order_id))["status"] == "rejected"
+    assert await stock(inventory, sku) == {"sku": sku, "available": 1, "reserved": 0}
+    assert await stock(inventory, other) == {"sku": other, "available": 4, "reserved": 0}
+    assert await published_about(databases, order.order_id) == ["stock.rejected.v1"]
+
+
+async def test_a_cancellation_before_its_order_is_retried_and_releases_once_the_order_arrives(
+    inventory, rabbitmq, databases
+) -> None:
+    sku = new_sku()
+    await inventory.put(f"/stock/{sku}", json={"available": 5})
+    order = order_created([(sku, 2)])
+    cancelled = order_cancelled(order, previous_status="pending")
+    async with tap(rabbitmq.url, "stock.released.v1") as published:
+        await publish_event(rabbitmq.url, cancelled)
+        await eventually(lambda: consumer_retried(inventory))  # OutOfOrder: no reservation yet
+        assert not await handled(databases, cancelled)
+        await publish_event(rabbitmq.url, order)
+        await eventually(lambda: reservation_is(inventory, order.order_id, "released"))
+        await eventually(lambda: about(published, order.order_id))
+    assert await stock(inventory, sku) == {"sku": sku, "available": 5, "reserved": 0}
+    assert await published_about(databases, order.order_id) == [
+        "stock.reserved.v1",
+        "stock.released.v1",
+    ]
+    stats = (await inventory.get("/health/ready")).json()["messages"]
+    assert stats["dead_lettered"] == 0
+
+
+async def test_a_shipped_order_fulfils_its_reservation(inventory, rabbitmq, databases) -> None:
+    sku = new_sku()
+    await inventory.put(f"/stock/{sku}", json={"available": 5})
+    order = await reserved_order(inventory, rabbitmq, sku, 2)
+    assert await stock(inventory, sku) == {"sku": sku, "available": 3, "reserved": 2}
+    await publish_event(rabbitmq.url, order_shipped(order))
+    await eventually(lambda: reservation_is(inventory, order.order_id, "fulfilled"))
+    assert await stock(inventory, sku) == {"sku": sku, "available": 3, "reserved": 0}
+    assert await published_about(databases, order.order_id) == ["stock.reserved.v1"]
+
+
+async def test_a_fulfilled_reservation_is_not_released_by_a_late_cancellation(
+    inventory, rabbitmq, databases
+) -> None:
+    sku = new_sku()
+    await inventory.put(f"/stock/{sku}", json={"available": 5})
+    order = await reserved_order(inventory, rabbitmq, sku, 2)
+    await publish_event(rabbitmq.url, order_shipped(order))
+    await eventually(lambda: reservation_is(inventory, order.order_id, "fulfilled"))
+    cancelled = order_cancelled(order)
+    await publish_event(rabbitmq.url, cancelled)
+    await eventually(lambda: handled(databases, cancelled))
+    assert (await reservation(inventory, order.order_id))["status"] == "fulfilled"
+    assert await stock(inventory, sku) == {"sku": sku, "available": 3, "reserved": 0}
+    assert await published_about(databases, order.order_id) == ["stock.reserved.v1"]
+
+
+async def ask_availability(rabbitmq, sku: str) -> AvailabilityV1:
+    """Ask as another service would: its own connection, RabbitMQ request-reply."""
+    broker = RabbitBroker(rabbitmq.url)
+    await broker.connect()
+    try:
+        return await ask(
+            broker, AVAILABILITY_QUEUE, AvailabilityQueryV1(sku=sku), AvailabilityV1, timeout=5
+        )
+    finally:
+        await broker.stop()
+
+
+async def test_availability_is_answered_over_request_reply(inventory, rabbitmq) -> None:
+    sku = new_sku()
+    await inventory.put(f"/stock/{sku}", json={"available": 5})
+    await reserved_order(inventory, rabbitmq, sku, 2)
+    stocked, unknown = await asyncio.gather(
+        ask_availability(rabbitmq, sku), ask_availability(rabbitmq, new_sku())
+    )
+    assert stocked == AvailabilityV1(sku=sku, stocked=True, available=3, reserved=2)
+    assert (unknown.stocked, unknown.available, unknown.reserved) == (False, 0, 0)

@@ -1,98 +1,265 @@
 """Orders against the real RabbitMQ and PostgreSQL, in-process."""
 
+import asyncio
+import json
+import time
 import uuid
+from decimal import Decimal
 
+import asyncpg
 import pytest
 
-from contracts import OrderCreatedV1, StockRejectedV1, StockReservedV1
+from contracts import (
+    CustomerV2,
+    Event,
+    MoneyV2,
+    OrderCancelledV1,
+    OrderConfirmedV1,
+    OrderCreatedV1,
+    OrderCreatedV2,
+    OrderRejectedV1,
+    OrderShippedV1,
+    ShipmentDispatchedV1,
+    StockRejectedV1,
+    StockReservedV1,
+)
 from orders.config import OrdersSettings
 from orders.main import MIGRATIONS, create_app
 from servicekit.testing import eventually, publish_event, service_under_test, tap
 
 pytestmark = pytest.mark.integration
 
+ADDRESS = {
+    "name": "Ada",
+    "line1": "1 Main St",
+    "city": "Paris",
+    "postal_code": "75001",
+    "country": "FR",
+}
 ORDER = {
     "customer_email": "ada@example.com",
     "items": [
         {"sku": "SKU-1", "quantity": 2, "unit_price": "9.90"},
         {"sku": "SKU-2", "quantity": 1, "unit_price": 5},
     ],
-    "shipping_address": {
-        "name": "Ada",
-        "line1": "1 Main St",
-        "city": "Paris",
-        "postal_code": "75001",
-        "country": "FR",
-    },
+    "shipping_address": ADDRESS,
 }
+NAMED_ORDER = {
+    **ORDER,
+    "customer_name": "Ada Lovelace",
+    "items": [
+        {"sku": "SKU-1", "name": "Analytical engine", "quantity": 2, "unit_price": "9.90"},
+        {"sku": "SKU-2", "name": "Punched card", "quantity": 1, "unit_price": 5},
+    ],
+}
+
+
+def settings(rabbitmq, databases, **overrides) -> OrdersSettings:
+    return OrdersSettings(
+        database_url=databases.url("orders"), rabbitmq_url=rabbitmq.url, **overrides
+    )
+
+
+def running_orders(rabbitmq, databases, **overrides):
+    return service_under_test(
+        create_app, settings(rabbitmq, databases, **overrides), MIGRATIONS, "orders"
+    )
 
 
 @pytest.fixture
 async def orders(rabbitmq, databases):
-    settings = OrdersSettings(database_url=databases.url("orders"), rabbitmq_url=rabbitmq.url)
-    async with service_under_test(create_app, settings, MIGRATIONS, "orders") as client:
+    async with running_orders(rabbitmq, databases) as client:
         yield client
 
 
+def unique_customer() -> str:
+    """An email no other test orders with, to tell this test's orders from the rest."""
+    return f"ada-{uuid.uuid4().hex[:8]}@example.com"
+
+
+def about(messages, order_id) -> list:
+    """The tapped messages about one order (earlier tests' events may still be arriving)."""
+    return [m for m in messages if json.loads(m.body).get("order_id") == str(order_id)]
+
+
+async def outbox(databases) -> list[tuple[str, dict]]:
+    """(routing key, payload) of everything orders has published or will publish."""
+    conn = await asyncpg.connect(databases.url("orders"))
+    try:
+        rows = await conn.fetch("SELECT routing_key, payload FROM outbox ORDER BY id")
+    finally:
+        await conn.close()
+    return [(row["routing_key"], json.loads(row["payload"])) for row in rows]
+
+
+async def published_about(databases, order_id) -> list[str]:
+    """Routing keys of every event orders wrote about the order, in order."""
+    return [key for key, payload in await outbox(databases) if payload["order_id"] == order_id]
+
+
+async def order_of(client, order_id) -> dict:
+    response = await client.get(f"/orders/{order_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 async def status_is(client, order_id, expected: str) -> bool:
-    return (await client.get(f"/orders/{order_id}")).json()["status"] == expected
+    return (await order_of(client, order_id))["status"] == expected
 
 
-def stock_rejected(placed: OrderCreatedV1) -> StockRejectedV1:
-    return StockRejectedV1.caused_by(
+async def place(client, rabbitmq, order=ORDER, headers=None) -> OrderCreatedV2:
+    """Place an order over HTTP; the order.created it published."""
+    async with tap(rabbitmq.url, "order.created.v2") as published:
+        response = await client.post("/orders", json=order, headers=headers)
+        assert response.status_code == 202, response.text
+        order_id = response.json()["order_id"]
+        [message] = await eventually(lambda: about(published, order_id))
+    return OrderCreatedV2.model_validate_json(message.body)
+
+
+def reported(event_class: type[Event], cause: OrderCreatedV2, producer: str, **fields) -> Event:
+    """What another service reports about the order `cause` placed."""
+    return event_class.caused_by(cause, producer=producer, order_id=cause.order_id, **fields)
+
+
+def stock_reserved(placed: OrderCreatedV2) -> StockReservedV1:
+    return reported(StockReservedV1, placed, "inventory", lines=[{"sku": "SKU-1", "quantity": 2}])
+
+
+def stock_rejected(placed: OrderCreatedV2) -> StockRejectedV1:
+    short = [{"sku": "SKU-1", "requested": 2, "available": 0, "reason": "insufficient_stock"}]
+    return reported(StockRejectedV1, placed, "inventory", rejected_lines=short)
+
+
+def shipment_dispatched(placed: OrderCreatedV2, tracking_number: str) -> ShipmentDispatchedV1:
+    return reported(
+        ShipmentDispatchedV1,
         placed,
-        producer="inventory",
-        order_id=placed.order_id,
-        rejected_lines=[
-            {"sku": "SKU-1", "requested": 2, "available": 0, "reason": "insufficient_stock"}
-        ],
+        "shipping",
+        shipment_id=uuid.uuid4(),
+        tracking_number=tracking_number,
     )
 
 
-async def place(client, rabbitmq) -> OrderCreatedV1:
-    async with tap(rabbitmq.url, "order.created.v1") as published:
-        response = await client.post("/orders", json=ORDER)
+async def confirm(client, rabbitmq, placed: OrderCreatedV2) -> StockReservedV1:
+    reserved = stock_reserved(placed)
+    await publish_event(rabbitmq.url, reserved)
+    await eventually(lambda: status_is(client, placed.order_id, "confirmed"))
+    return reserved
+
+
+# Placing orders
+
+
+@pytest.mark.parametrize("versions", [(2,), (1, 2)], ids=["v2", "v1-and-v2"])
+async def test_placing_an_order_publishes_order_created_in_each_configured_version(
+    rabbitmq, databases, versions
+) -> None:
+    async with (
+        running_orders(rabbitmq, databases, order_created_versions=versions) as client,
+        tap(rabbitmq.url, "order.created.*") as published,
+    ):
+        response = await client.post("/orders", json=NAMED_ORDER)
         assert response.status_code == 202
-        await eventually(lambda: len(published) == 1)
-    return OrderCreatedV1.model_validate_json(published[0].body)
+        order_id = response.json()["order_id"]
+        await eventually(lambda: len(about(published, order_id)) == len(versions))
+    messages = about(published, order_id)
+    assert await published_about(databases, order_id) == [
+        f"order.created.v{version}" for version in versions
+    ]
+    assert sorted(m.routing_key for m in messages) == [f"order.created.v{v}" for v in versions]
+    [event_id] = {m.message_id for m in messages}  # one event, in every version
+    v2 = OrderCreatedV2.model_validate_json(
+        next(m.body for m in messages if m.routing_key == "order.created.v2")
+    )
+    assert str(v2.event_id) == event_id
+    if 1 in versions:
+        v1 = OrderCreatedV1.model_validate_json(
+            next(m.body for m in messages if m.routing_key == "order.created.v1")
+        )
+        assert (v1.event_id, v1.order_id, v1.correlation_id) == (
+            v2.event_id,
+            v2.order_id,
+            v2.correlation_id,
+        )
+        assert (v1.customer_email, v1.total, v1.currency) == (
+            "ada@example.com",
+            v2.total.amount,
+            "EUR",
+        )
+        assert [(line.sku, line.quantity, line.unit_price) for line in v1.lines] == [
+            ("SKU-1", 2, Decimal("9.90")),
+            ("SKU-2", 1, Decimal("5")),
+        ]
 
 
-async def test_placing_an_order_stores_it_and_publishes_order_created(orders, rabbitmq) -> None:
-    correlation_id = str(uuid.uuid4())
-    async with tap(rabbitmq.url, "order.created.v1") as published:
+async def test_an_order_created_v2_carries_names_amounts_and_the_correlation_id(
+    orders, rabbitmq
+) -> None:
+    correlation_id = uuid.uuid4()
+    async with tap(rabbitmq.url, "order.created.v2") as published:
         response = await orders.post(
-            "/orders", json=ORDER, headers={"X-Correlation-ID": correlation_id}
+            "/orders", json=NAMED_ORDER, headers={"X-Correlation-ID": str(correlation_id)}
         )
         assert response.status_code == 202
         body = response.json()
         assert body["status"] == "pending"
-        await eventually(lambda: len(published) == 1)
-    message = published[0]
-    event = OrderCreatedV1.model_validate_json(message.body)
-    assert str(event.order_id) == body["order_id"]
-    assert str(event.correlation_id) == correlation_id
-    assert str(event.total) == "24.80"
+        assert response.headers["Location"] == f"/orders/{body['order_id']}"
+        assert "Idempotent-Replayed" not in response.headers
+        [message] = await eventually(lambda: about(published, body["order_id"]))
+    event = OrderCreatedV2.model_validate_json(message.body)
     assert (message.routing_key, message.message_id, message.delivery_mode) == (
-        "order.created.v1",
+        "order.created.v2",
         str(event.event_id),
-        2,
+        2,  # persistent
     )
-    order = (await orders.get(f"/orders/{body['order_id']}")).json()
-    assert (order["status"], order["total"], order["currency"]) == ("pending", "24.80", "EUR")
-    assert [h["event_type"] for h in order["history"]] == ["order.created.v1"]
+    assert (str(event.order_id), event.correlation_id, event.producer) == (
+        body["order_id"],
+        correlation_id,
+        "orders",
+    )
+    assert event.customer == CustomerV2(name="Ada Lovelace", email="ada@example.com")
+    assert [(line.sku, line.name, line.quantity, line.unit_price) for line in event.lines] == [
+        ("SKU-1", "Analytical engine", 2, MoneyV2(amount=Decimal("9.90"), currency="EUR")),
+        ("SKU-2", "Punched card", 1, MoneyV2(amount=Decimal("5"), currency="EUR")),
+    ]
+    assert event.total == MoneyV2(amount=Decimal("24.80"), currency="EUR")
+    assert event.shipping_address.model_dump() == ADDRESS
+    order = await order_of(orders, body["order_id"])
+    assert (order["status"], order["customer_name"], order["total"], order["currency"]) == (
+        "pending",
+        "Ada Lovelace",
+        "24.80",
+        "EUR",
+    )
+    assert [h["event_type"] for h in order["history"]] == ["order.created.v2"]
+
+
+async def test_without_names_the_customer_is_the_addressee_and_a_product_its_sku(
+    orders, rabbitmq
+) -> None:
+    placed = await place(orders, rabbitmq, ORDER)
+    assert placed.customer.name == ADDRESS["name"]
+    assert [line.name for line in placed.lines] == ["SKU-1", "SKU-2"]
+    assert (await order_of(orders, placed.order_id))["customer_name"] == ADDRESS["name"]
 
 
 @pytest.mark.parametrize(
     ("change", "field"),
     [
         ({"customer_email": "ada"}, ["body", "customer_email"]),
+        ({"customer_name": ""}, ["body", "customer_name"]),
         ({"items": []}, ["body", "items"]),
         (
             {"items": [{"sku": "SKU-1", "quantity": 0, "unit_price": 1}]},
             ["body", "items", 0, "quantity"],
         ),
         (
-            {"shipping_address": {**ORDER["shipping_address"], "city": ""}},
+            {"items": [{"sku": "SKU-1", "name": "", "quantity": 1, "unit_price": 1}]},
+            ["body", "items", 0, "name"],
+        ),
+        (
+            {"shipping_address": {**ADDRESS, "city": ""}},
             ["body", "shipping_address", "city"],
         ),
     ],
@@ -107,30 +274,250 @@ async def test_unknown_order_is_404(orders) -> None:
     assert (await orders.get(f"/orders/{uuid.uuid4()}")).status_code == 404
 
 
-async def test_reserved_stock_confirms_and_a_late_rejection_changes_nothing(
-    orders, rabbitmq
+# Idempotency-Key
+
+
+async def orders_placed_by(databases, customer_email: str) -> set[str]:
+    """Ids of the orders whose order.created names this customer."""
+    return {
+        payload["order_id"]
+        for key, payload in await outbox(databases)
+        if key == "order.created.v2" and payload["customer"]["email"] == customer_email
+    }
+
+
+async def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer(
+    orders, rabbitmq, databases
+) -> None:
+    order = {**ORDER, "customer_email": unique_customer()}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    async with tap(rabbitmq.url, "order.created.v2") as published:
+        first = await orders.post("/orders", json=order, headers=key)
+        again = await orders.post("/orders", json=order, headers=key)
+        await eventually(lambda: about(published, first.json()["order_id"]))
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json()
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == first.headers["Location"]
+    assert await orders_placed_by(databases, order["customer_email"]) == {first.json()["order_id"]}
+    assert len(about(published, first.json()["order_id"])) == 1
+
+
+async def test_an_idempotency_key_reused_with_another_body_is_refused(orders, databases) -> None:
+    order = {**ORDER, "customer_email": unique_customer()}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await orders.post("/orders", json=order, headers=key)
+    assert first.status_code == 202
+    other = {**order, "items": [{"sku": "SKU-1", "quantity": 3, "unit_price": "9.90"}]}
+    refused = await orders.post("/orders", json=other, headers=key)
+    assert refused.status_code == 422
+    [problem] = refused.json()["detail"]
+    assert (problem["loc"], problem["type"]) == (
+        ["header", "Idempotency-Key"],
+        "idempotency_key_reused",
+    )
+    assert await orders_placed_by(databases, order["customer_email"]) == {first.json()["order_id"]}
+
+
+async def test_concurrent_requests_with_one_idempotency_key_place_one_order(
+    orders, databases
+) -> None:
+    order = {**ORDER, "customer_email": unique_customer()}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    responses = await asyncio.gather(
+        *(orders.post("/orders", json=order, headers=key) for _ in range(5))
+    )
+    assert [r.status_code for r in responses] == [202] * 5
+    [order_id] = {r.json()["order_id"] for r in responses}
+    assert sum("Idempotent-Replayed" not in r.headers for r in responses) == 1
+    assert await orders_placed_by(databases, order["customer_email"]) == {order_id}
+    assert (await order_of(orders, order_id))["status"] == "pending"
+
+
+# Cancelling
+
+
+@pytest.mark.parametrize("previous_status", ["pending", "confirmed"])
+async def test_cancelling_an_undispatched_order_announces_it(
+    orders, rabbitmq, previous_status
 ) -> None:
     placed = await place(orders, rabbitmq)
-    reserved = StockReservedV1.caused_by(
-        placed,
-        producer="inventory",
-        order_id=placed.order_id,
-        lines=[{"sku": "SKU-1", "quantity": 2}],
+    if previous_status == "confirmed":
+        await confirm(orders, rabbitmq, placed)
+    async with tap(rabbitmq.url, "order.cancelled.v1") as published:
+        response = await orders.post(
+            f"/orders/{placed.order_id}/cancel", json={"reason": "changed my mind"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"order_id": str(placed.order_id), "status": "cancelled"}
+        [message] = await eventually(lambda: about(published, placed.order_id))
+    event = OrderCancelledV1.model_validate_json(message.body)
+    assert (event.previous_status, event.reason, event.correlation_id, event.producer) == (
+        previous_status,
+        "changed my mind",
+        placed.correlation_id,
+        "orders",
     )
-    await publish_event(rabbitmq.url, reserved)
-    await eventually(lambda: status_is(orders, placed.order_id, "confirmed"))
-    await publish_event(rabbitmq.url, stock_rejected(placed))  # late: the order is confirmed
-    await eventually(lambda: rabbitmq.drained("orders.work"))
-    order = (await orders.get(f"/orders/{placed.order_id}")).json()
-    assert order["status"] == "confirmed"
-    assert [h["event_type"] for h in order["history"]] == [
-        "order.created.v1",
-        "stock.reserved.v1",
-        "stock.rejected.v1",
+    order = await order_of(orders, placed.order_id)
+    assert order["status"] == "cancelled"
+    assert [step["status"] for step in order["timeline"]][-1] == "cancelled"
+
+
+async def test_cancelling_twice_succeeds_and_announces_once(orders, rabbitmq, databases) -> None:
+    placed = await place(orders, rabbitmq)
+    async with tap(rabbitmq.url, "order.cancelled.v1") as published:
+        first = await orders.post(f"/orders/{placed.order_id}/cancel")
+        again = await orders.post(f"/orders/{placed.order_id}/cancel")
+        [message] = await eventually(lambda: about(published, placed.order_id))
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == {"order_id": str(placed.order_id), "status": "cancelled"}
+    assert OrderCancelledV1.model_validate_json(message.body).reason == "cancelled by the customer"
+    assert await published_about(databases, str(placed.order_id)) == [
+        "order.created.v2",
+        "order.cancelled.v1",
     ]
 
 
-async def test_rejected_stock_rejects_the_order(orders, rabbitmq) -> None:
+async def test_cancelling_an_unknown_order_is_404(orders) -> None:
+    assert (await orders.post(f"/orders/{uuid.uuid4()}/cancel")).status_code == 404
+
+
+async def test_a_rejected_order_cannot_be_cancelled(orders, rabbitmq, databases) -> None:
     placed = await place(orders, rabbitmq)
     await publish_event(rabbitmq.url, stock_rejected(placed))
     await eventually(lambda: status_is(orders, placed.order_id, "rejected"))
+    response = await orders.post(f"/orders/{placed.order_id}/cancel")
+    assert response.status_code == 409
+    assert "rejected" in response.json()["detail"]
+    assert await status_is(orders, placed.order_id, "rejected")
+    assert "order.cancelled.v1" not in await published_about(databases, str(placed.order_id))
+
+
+# What inventory and shipping report
+
+
+async def test_reserved_stock_confirms_and_a_late_rejection_changes_nothing(
+    orders, rabbitmq, databases
+) -> None:
+    placed = await place(orders, rabbitmq)
+    async with tap(rabbitmq.url, "order.confirmed.v1") as published:
+        reserved = await confirm(orders, rabbitmq, placed)
+        [message] = await eventually(lambda: about(published, placed.order_id))
+    confirmed = OrderConfirmedV1.model_validate_json(message.body)
+    assert (confirmed.causation_id, confirmed.correlation_id, confirmed.producer) == (
+        reserved.event_id,
+        placed.correlation_id,
+        "orders",
+    )
+
+    await publish_event(rabbitmq.url, stock_rejected(placed))  # late: the order is confirmed
+
+    async def recorded_three_events() -> dict | None:
+        order = await order_of(orders, placed.order_id)
+        return order if len(order["history"]) == 3 else None
+
+    order = await eventually(recorded_three_events)
+    assert order["status"] == "confirmed"
+    assert [h["event_type"] for h in order["history"]] == [
+        "order.created.v2",
+        "stock.reserved.v1",
+        "stock.rejected.v1",
+    ]
+    assert order["history"][-1]["note"].startswith("stale")
+    assert await published_about(databases, str(placed.order_id)) == [
+        "order.created.v2",
+        "order.confirmed.v1",
+    ]
+
+
+async def test_rejected_stock_rejects_the_order_naming_the_short_items(orders, rabbitmq) -> None:
+    placed = await place(orders, rabbitmq)
+    rejected = stock_rejected(placed)
+    async with tap(rabbitmq.url, "order.rejected.v1") as published:
+        await publish_event(rabbitmq.url, rejected)
+        await eventually(lambda: status_is(orders, placed.order_id, "rejected"))
+        [message] = await eventually(lambda: about(published, placed.order_id))
+    event = OrderRejectedV1.model_validate_json(message.body)
+    assert event.short_items == rejected.rejected_lines
+    assert (event.causation_id, event.correlation_id) == (rejected.event_id, placed.correlation_id)
+
+
+async def test_a_dispatched_shipment_ships_the_order_and_it_can_no_longer_be_cancelled(
+    orders, rabbitmq
+) -> None:
+    placed = await place(orders, rabbitmq)
+    await confirm(orders, rabbitmq, placed)
+    dispatched = shipment_dispatched(placed, "OF0123456789AB")
+    async with tap(rabbitmq.url, "order.shipped.v1") as published:
+        await publish_event(rabbitmq.url, dispatched)
+        await eventually(lambda: status_is(orders, placed.order_id, "shipped"))
+        [message] = await eventually(lambda: about(published, placed.order_id))
+    shipped = OrderShippedV1.model_validate_json(message.body)
+    assert (shipped.shipment_id, shipped.tracking_number, shipped.causation_id) == (
+        dispatched.shipment_id,
+        "OF0123456789AB",
+        dispatched.event_id,
+    )
+    order = await order_of(orders, placed.order_id)
+    assert (order["tracking_number"], order["shipment_id"]) == (
+        "OF0123456789AB",
+        str(dispatched.shipment_id),
+    )
+
+    refused = await orders.post(f"/orders/{placed.order_id}/cancel")
+    assert refused.status_code == 409
+    assert "dispatched" in refused.json()["detail"]
+    assert await status_is(orders, placed.order_id, "shipped")
+
+
+async def test_the_timeline_lists_each_status_change_in_order_with_its_producer(
+    orders, rabbitmq
+) -> None:
+    placed = await place(orders, rabbitmq)
+    await confirm(orders, rabbitmq, placed)
+    await publish_event(rabbitmq.url, shipment_dispatched(placed, "OF00000000TL01"))
+    await eventually(lambda: status_is(orders, placed.order_id, "shipped"))
+    timeline = (await order_of(orders, placed.order_id))["timeline"]
+    assert [(s["status"], s["event_type"], s["producer"]) for s in timeline] == [
+        ("pending", "order.created.v2", "orders"),
+        ("confirmed", "stock.reserved.v1", "inventory"),
+        ("shipped", "shipment.dispatched.v1", "shipping"),
+    ]
+    assert [s["at"] for s in timeline] == sorted(s["at"] for s in timeline)
+
+
+async def test_stock_reserved_after_cancellation_is_recorded_as_stale(
+    orders, rabbitmq, databases
+) -> None:
+    placed = await place(orders, rabbitmq)
+    assert (await orders.post(f"/orders/{placed.order_id}/cancel")).status_code == 200
+    reserved = stock_reserved(placed)
+    await publish_event(rabbitmq.url, reserved)
+
+    async def recorded() -> dict | None:
+        order = await order_of(orders, placed.order_id)
+        return next((h for h in order["history"] if h["event_id"] == str(reserved.event_id)), None)
+
+    entry = await eventually(recorded)
+    assert entry["status_after"] is None
+    assert entry["note"].startswith("stale")
+    order = await order_of(orders, placed.order_id)
+    assert order["status"] == "cancelled"
+    assert [step["status"] for step in order["timeline"]] == ["pending", "cancelled"]
+    assert "order.confirmed.v1" not in await published_about(databases, str(placed.order_id))
+
+
+# Availability (request-reply to inventory)
+
+
+async def test_availability_is_504_in_bounded_time_when_inventory_does_not_answer(
+    rabbitmq, databases
+) -> None:
+    async with running_orders(rabbitmq, databases, availability_timeout=0.5) as client:
+        started = time.monotonic()
+        response = await client.get("/availability", params={"sku": "SKU-1"})
+        elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert "inventory" in response.json()["detail"]
+    assert elapsed < 3

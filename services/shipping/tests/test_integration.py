@@ -1,8 +1,23 @@
 """Shipping against the real RabbitMQ and PostgreSQL, in-process."""
 
+import json
+import uuid
+from datetime import datetime, timedelta
+
+import asyncpg
 import pytest
 
-from contracts import ShipmentCreatedV1
+from contracts import (
+    Event,
+    OrderCancelledV1,
+    OrderConfirmedV1,
+    OrderCreatedV2,
+    OrderRejectedV1,
+    ShipmentCancelledV1,
+    ShipmentCreatedV1,
+    ShipmentDispatchedV1,
+)
+from contracts.versions import order_created_v1_to_v2
 from servicekit.testing import (
     consumer_saw_duplicates,
     eventually,
@@ -16,12 +31,59 @@ from shipping.main import MIGRATIONS, create_app
 
 pytestmark = pytest.mark.integration
 
+LONG_DELAY = 3600.0
+"""Longer than the module runs: a ready shipment waits for a manual dispatch."""
+
+
+def running_shipping(rabbitmq, databases, dispatch_delay: float):
+    settings = ShippingSettings(
+        database_url=databases.url("shipping"),
+        rabbitmq_url=rabbitmq.url,
+        dispatch_delay=dispatch_delay,
+        dispatch_poll_interval=0.1,
+        # Queue arguments: every app of this module declares the same ones.
+        retry_delays=(0.2,),
+        max_attempts=50,
+    )
+    return service_under_test(create_app, settings, MIGRATIONS, "shipping")
+
 
 @pytest.fixture
 async def shipping(rabbitmq, databases):
-    settings = ShippingSettings(database_url=databases.url("shipping"), rabbitmq_url=rabbitmq.url)
-    async with service_under_test(create_app, settings, MIGRATIONS, "shipping") as client:
+    """Shipping that waits for POST /shipments/{id}/dispatch."""
+    async with running_shipping(rabbitmq, databases, LONG_DELAY) as client:
         yield client
+
+
+def about(messages, order_id) -> list:
+    return [m for m in messages if json.loads(m.body).get("order_id") == str(order_id)]
+
+
+async def query(databases, sql: str, *args) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(databases.url("shipping"))
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def handled(databases, event: Event) -> bool:
+    """Whether the consumer has committed the event's effect (or its absence)."""
+    return bool(
+        await query(
+            databases, "SELECT 1 FROM processed_messages WHERE event_id = $1", event.event_id
+        )
+    )
+
+
+async def published_about(databases, order_id) -> list[str]:
+    """Routing keys of every event shipping wrote about the order, in order."""
+    rows = await query(
+        databases,
+        "SELECT routing_key FROM outbox WHERE payload->>'order_id' = $1 ORDER BY id",
+        str(order_id),
+    )
+    return [row["routing_key"] for row in rows]
 
 
 async def shipments(client, order_id) -> list[dict]:
@@ -30,21 +92,204 @@ async def shipments(client, order_id) -> list[dict]:
     return response.json()
 
 
+async def shipment_is(client, order_id, status: str) -> dict | None:
+    found = await shipments(client, order_id)
+    return found[0] if found and found[0]["status"] == status else None
+
+
+def at(shipment: dict, field: str) -> datetime:
+    return datetime.fromisoformat(shipment[field])
+
+
+def order_created() -> OrderCreatedV2:
+    return order_created_v1_to_v2(order_created_event([("SKU-1", 2)]))
+
+
+def from_orders(event_class: type[Event], order: OrderCreatedV2, **fields) -> Event:
+    """A later event orders publishes about `order`."""
+    return event_class.caused_by(order, producer="orders", order_id=order.order_id, **fields)
+
+
+def order_cancelled(order: OrderCreatedV2) -> OrderCancelledV1:
+    return from_orders(
+        OrderCancelledV1, order, previous_status="confirmed", reason="changed my mind"
+    )
+
+
+def order_rejected(order: OrderCreatedV2) -> OrderRejectedV1:
+    short = [{"sku": "SKU-1", "requested": 2, "available": 0, "reason": "insufficient_stock"}]
+    return from_orders(OrderRejectedV1, order, short_items=short)
+
+
+async def prepared(client, rabbitmq) -> tuple[OrderCreatedV2, dict]:
+    """An order whose shipment is prepared, and that shipment."""
+    order = order_created()
+    await publish_event(rabbitmq.url, order)
+    shipment = await eventually(lambda: shipment_is(client, order.order_id, "preparing"))
+    return order, shipment
+
+
+async def ready(client, rabbitmq) -> tuple[OrderCreatedV2, OrderConfirmedV1, dict]:
+    """A confirmed order whose shipment is ready, the confirmation, and that shipment."""
+    order, _ = await prepared(client, rabbitmq)
+    confirmed = from_orders(OrderConfirmedV1, order)
+    await publish_event(rabbitmq.url, confirmed)
+    shipment = await eventually(lambda: shipment_is(client, order.order_id, "ready"))
+    return order, confirmed, shipment
+
+
 async def test_an_order_gets_one_shipment_to_its_address(shipping, rabbitmq) -> None:
-    order = order_created_event([("SKU-1", 2)])
+    order = order_created_event([("SKU-1", 2)])  # v1: upcast as it arrives
     async with tap(rabbitmq.url, "shipment.created.v1") as published:
         for _ in range(2):  # the second copy is a redelivery: no second shipment
             await publish_event(rabbitmq.url, order)
         [shipment] = await eventually(lambda: shipments(shipping, order.order_id))
         stats = await eventually(lambda: consumer_saw_duplicates(shipping, 1))
         assert (stats["processed"], stats["retried"], stats["dead_lettered"]) == (1, 0, 0)
-        await eventually(lambda: len(published) == 1)
+        [message] = await eventually(lambda: about(published, order.order_id))
     assert shipment["status"] == "preparing"
     assert shipment["shipping_address"] == order.shipping_address.model_dump()
     assert len(await shipments(shipping, order.order_id)) == 1
-    event = ShipmentCreatedV1.model_validate_json(published[0].body)
+    event = ShipmentCreatedV1.model_validate_json(message.body)
     assert (str(event.shipment_id), event.order_id, event.causation_id) == (
         shipment["shipment_id"],
         order.order_id,
         order.event_id,
     )
+
+
+async def test_a_confirmed_order_is_dispatched_once_the_handling_delay_is_over(
+    rabbitmq, databases
+) -> None:
+    async with (
+        running_shipping(rabbitmq, databases, dispatch_delay=0.2) as client,
+        tap(rabbitmq.url, "shipment.dispatched.v1") as published,
+    ):
+        order, _ = await prepared(client, rabbitmq)
+        confirmed = from_orders(OrderConfirmedV1, order)
+        await publish_event(rabbitmq.url, confirmed)
+        shipment = await eventually(lambda: shipment_is(client, order.order_id, "dispatched"))
+        [message] = await eventually(lambda: about(published, order.order_id))
+    event = ShipmentDispatchedV1.model_validate_json(message.body)
+    assert event.tracking_number
+    assert (str(event.shipment_id), event.tracking_number) == (
+        shipment["shipment_id"],
+        shipment["tracking_number"],
+    )
+    assert (event.causation_id, event.correlation_id) == (confirmed.event_id, order.correlation_id)
+    assert at(shipment, "dispatched_at") >= at(shipment, "dispatch_after")
+
+
+async def test_a_ready_shipment_waits_out_the_delay_or_is_dispatched_by_hand_once(
+    shipping, rabbitmq, databases
+) -> None:
+    order, _, shipment = await ready(shipping, rabbitmq)
+    assert shipment["tracking_number"] is None
+    assert at(shipment, "dispatch_after") - at(shipment, "updated_at") > timedelta(minutes=59)
+    url = f"/shipments/{shipment['shipment_id']}/dispatch"
+    async with tap(rabbitmq.url, "shipment.dispatched.v1") as published:
+        first = await shipping.post(url)
+        again = await shipping.post(url)
+        [message] = await eventually(lambda: about(published, order.order_id))
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.json()["status"] == "dispatched"
+    assert first.json()["tracking_number"]
+    assert again.json()["tracking_number"] == first.json()["tracking_number"]
+    event = ShipmentDispatchedV1.model_validate_json(message.body)
+    assert event.tracking_number == first.json()["tracking_number"]
+    assert await published_about(databases, order.order_id) == [
+        "shipment.created.v1",
+        "shipment.dispatched.v1",
+    ]
+
+
+async def test_a_shipment_is_not_dispatched_while_its_order_is_unconfirmed(
+    shipping, rabbitmq
+) -> None:
+    order, shipment = await prepared(shipping, rabbitmq)
+    response = await shipping.post(f"/shipments/{shipment['shipment_id']}/dispatch")
+    assert response.status_code == 409
+    assert "not confirmed" in response.json()["detail"]
+    assert await shipment_is(shipping, order.order_id, "preparing")
+
+
+async def test_dispatching_an_unknown_shipment_is_404(shipping) -> None:
+    assert (await shipping.post(f"/shipments/{uuid.uuid4()}/dispatch")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason"),
+    [(order_rejected, "order_rejected"), (order_cancelled, "order_cancelled")],
+    ids=["rejected", "cancelled"],
+)
+async def test_a_rejected_or_cancelled_order_cancels_its_shipment_for_good(
+    shipping, rabbitmq, outcome, reason
+) -> None:
+    order, shipment = await prepared(shipping, rabbitmq)
+    cause = outcome(order)
+    async with tap(rabbitmq.url, "shipment.cancelled.v1") as published:
+        await publish_event(rabbitmq.url, cause)
+        cancelled = await eventually(lambda: shipment_is(shipping, order.order_id, "cancelled"))
+        [message] = await eventually(lambda: about(published, order.order_id))
+    assert cancelled["cancel_reason"] == reason
+    event = ShipmentCancelledV1.model_validate_json(message.body)
+    assert (str(event.shipment_id), event.reason, event.causation_id) == (
+        shipment["shipment_id"],
+        reason,
+        cause.event_id,
+    )
+    response = await shipping.post(f"/shipments/{shipment['shipment_id']}/dispatch")
+    assert response.status_code == 409
+    assert "cancelled" in response.json()["detail"]
+
+
+async def test_a_cancelled_ready_shipment_is_never_dispatched(
+    shipping, rabbitmq, databases
+) -> None:
+    order, _, shipment = await ready(shipping, rabbitmq)
+    await publish_event(rabbitmq.url, order_cancelled(order))
+    await eventually(lambda: shipment_is(shipping, order.order_id, "cancelled"))
+    response = await shipping.post(f"/shipments/{shipment['shipment_id']}/dispatch")
+    assert response.status_code == 409
+    assert await published_about(databases, order.order_id) == [
+        "shipment.created.v1",
+        "shipment.cancelled.v1",
+    ]
+
+
+async def test_a_cancellation_after_dispatch_leaves_the_shipment_dispatched(
+    shipping, rabbitmq, databases
+) -> None:
+    order, _, shipment = await ready(shipping, rabbitmq)
+    dispatched = await shipping.post(f"/shipments/{shipment['shipment_id']}/dispatch")
+    assert dispatched.status_code == 200
+    cancelled = order_cancelled(order)
+    await publish_event(rabbitmq.url, cancelled)
+    await eventually(lambda: handled(databases, cancelled))
+    [after] = await shipments(shipping, order.order_id)
+    assert (after["status"], after["tracking_number"], after["cancel_reason"]) == (
+        "dispatched",
+        dispatched.json()["tracking_number"],
+        None,
+    )
+    assert await published_about(databases, order.order_id) == [
+        "shipment.created.v1",
+        "shipment.dispatched.v1",
+    ]
+
+
+async def test_a_confirmation_before_its_order_is_retried_until_the_shipment_exists(
+    shipping, rabbitmq, databases
+) -> None:
+    order = order_created()
+    confirmed = from_orders(OrderConfirmedV1, order)
+    await publish_event(rabbitmq.url, confirmed)
+
+    async def retried() -> bool:
+        return (await shipping.get("/health/ready")).json()["messages"]["retried"] >= 1
+
+    await eventually(retried)  # OutOfOrder: no shipment yet
+    assert not await handled(databases, confirmed)
+    await publish_event(rabbitmq.url, order)
+    shipment = await eventually(lambda: shipment_is(shipping, order.order_id, "ready"))
+    assert shipment["ready_event_id"] == str(confirmed.event_id)

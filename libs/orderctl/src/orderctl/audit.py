@@ -1,4 +1,5 @@
-"""The end-to-end audit: did every order go through every service exactly once?
+"""The end-to-end audit: did every order go through every service exactly once, and does
+what each service holds match where the order's life ended (`EXPECTED`)?
 
 It reads each service's database and queues directly, so it also finds what no single
 service can see: a missing or doubled effect, an event stuck in an outbox, a message
@@ -7,8 +8,8 @@ waiting in a retry queue or dead-lettered.
 
 import os
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Mapping, Set
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,10 +24,47 @@ from .errors import CommandError
 from .text import plural, redact
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
-CONFIRMATION_EMAIL = "order_confirmation"
-"""`emails.kind` of the one email each order gets (see email_service.domain.messages)."""
 
-EXPECTED_RESERVATION = {"confirmed": "reserved", "rejected": "rejected"}
+# `emails.kind`, one email of each at most per order (see email_service.domain.messages).
+ORDER_CONFIRMATION = "order_confirmation"
+ORDER_REJECTION = "order_rejection"
+SHIPMENT_DISPATCHED = "shipment_dispatched"
+ORDER_CANCELLATION = "order_cancellation"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the other services hold for an order in one status: the reservation statuses
+    and shipment statuses allowed, and the exact set of email kinds sent. None: the order
+    is not settled, so only the counts are checked."""
+
+    reservation: Set[str] | None = None
+    shipment: Set[str] | None = None
+    emails: Set[str] | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.reservation is not None
+
+
+UNSETTLED = Expected()
+EXPECTED: Mapping[str, Expected] = {
+    # order status: Expected(reservation, shipment, emails)
+    "pending": UNSETTLED,
+    "confirmed": Expected({"reserved"}, {"ready"}, {ORDER_CONFIRMATION}),
+    "rejected": Expected({"rejected"}, {"cancelled"}, {ORDER_REJECTION}),
+    "shipped": Expected({"fulfilled"}, {"dispatched"}, {ORDER_CONFIRMATION, SHIPMENT_DISPATCHED}),
+    "cancelled": Expected({"released", "rejected"}, {"cancelled"}, {ORDER_CANCELLATION}),
+}
+"""By `orders.status`. Besides, an order that was ever confirmed (its history says so) got
+its confirmation email, whatever came next: a cancelled one then has two emails."""
+
+WHY = {
+    ("reservation", "cancelled", "reserved"): "stock never released",
+    ("shipment", "confirmed", "dispatched"): "orders has not heard of the dispatch yet",
+    ("shipment", "cancelled", "dispatched"): "parcel left after the order was cancelled",
+}
+"""What a mismatch means, for the ones an operator should read about."""
 
 
 class ProblemKind(StrEnum):
@@ -36,7 +74,8 @@ class ProblemKind(StrEnum):
     RESERVATION_COUNT = "reservation_count"
     RESERVATION_STATUS = "reservation_status"
     SHIPMENT_COUNT = "shipment_count"
-    CONFIRMATION_EMAIL_COUNT = "confirmation_email_count"
+    SHIPMENT_STATUS = "shipment_status"
+    EMAILS = "emails"
     OUTBOX_UNDRAINED = "outbox_undrained"
     QUEUES_MISSING = "queues_missing"
     DEAD_LETTERS = "dead_letters"
@@ -53,11 +92,12 @@ class ProblemKind(StrEnum):
 
 
 _CHECKS = {
-    ProblemKind.ORDER_PENDING: "order is confirmed or rejected, not pending",
-    ProblemKind.RESERVATION_COUNT: "exactly one stock reservation per order",
+    ProblemKind.ORDER_PENDING: "order is settled, not pending",
+    ProblemKind.RESERVATION_COUNT: "one stock reservation per order (at most one while pending)",
     ProblemKind.RESERVATION_STATUS: "reservation status matches order status",
     ProblemKind.SHIPMENT_COUNT: "exactly one shipment per order",
-    ProblemKind.CONFIRMATION_EMAIL_COUNT: "exactly one confirmation email per order",
+    ProblemKind.SHIPMENT_STATUS: "shipment status matches order status",
+    ProblemKind.EMAILS: "emails sent match order status and history, each kind at most once",
     ProblemKind.OUTBOX_UNDRAINED: "every outbox event published",
     ProblemKind.QUEUES_MISSING: "service queues exist on the broker",
     ProblemKind.DEAD_LETTERS: "dead-letter queue empty",
@@ -69,7 +109,8 @@ _ORDER_KINDS = frozenset(
         ProblemKind.RESERVATION_COUNT,
         ProblemKind.RESERVATION_STATUS,
         ProblemKind.SHIPMENT_COUNT,
-        ProblemKind.CONFIRMATION_EMAIL_COUNT,
+        ProblemKind.SHIPMENT_STATUS,
+        ProblemKind.EMAILS,
     }
 )
 
@@ -147,16 +188,14 @@ async def audit(config: AuditConfig, order_id: str | None = None) -> AuditReport
     async with _databases(config.database_urls) as db:
         orders = await _orders(db["orders"], order_id)
         ids = list(orders)
-        reservations = await _reservations(db["inventory"], ids)
-        shipments = await _counts(db["shipping"], _SHIPMENTS_BY_ORDER, ids)
-        emails = await _counts(db["email"], _EMAILS_BY_ORDER, ids, CONFIRMATION_EMAIL)
-        problems = [
-            problem
-            for order, status in orders.items()
-            for problem in _order_problems(
-                order, status, reservations.get(order, []), shipments[order], emails[order]
-            )
+        reservations = await _by_order(db["inventory"], _RESERVATIONS, ids)
+        shipments = await _by_order(db["shipping"], _SHIPMENTS, ids)
+        emails = await _by_order(db["email"], _EMAILS, ids)
+        facts = [
+            OrderFacts(id_, status, confirmed, reservations[id_], shipments[id_], emails[id_])
+            for id_, (status, confirmed) in orders.items()
         ]
+        problems = [problem for order in facts for problem in order_problems(order)]
         for service, conn in db.items():
             problems += await _outbox_problems(service, conn)
     problems += await _queue_problems(config.amqp_url, tuple(config.database_urls))
@@ -173,9 +212,9 @@ async def _databases(urls: Mapping[str, str]) -> AsyncIterator[dict[str, asyncpg
             connections[service] = conn
         try:
             yield connections
-        except asyncpg.UndefinedTableError as exc:
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
             raise CommandError(
-                f"a database lacks a table ({exc}): are migrations applied?"
+                f"a database lacks a table or column ({exc}): are migrations applied?"
             ) from exc
 
 
@@ -189,66 +228,112 @@ async def _connect_database(service: str, url: str) -> asyncpg.Connection:
         ) from exc
 
 
-async def _orders(conn: asyncpg.Connection, order_id: str | None) -> dict[uuid.UUID, str]:
+_ORDERS = """
+    SELECT order_id, status, EXISTS (
+        SELECT 1 FROM order_history AS h
+        WHERE h.order_id = o.order_id AND h.status_after = 'confirmed'
+    ) AS was_confirmed
+    FROM orders AS o"""
+
+
+async def _orders(
+    conn: asyncpg.Connection, order_id: str | None
+) -> dict[uuid.UUID, tuple[str, bool]]:
+    """(status, was it ever confirmed) by order id."""
     if order_id is None:
-        rows = await conn.fetch("SELECT order_id, status FROM orders ORDER BY created_at")
-        return {row["order_id"]: row["status"] for row in rows}
-    try:
-        wanted = uuid.UUID(order_id)
-    except ValueError as exc:
-        raise CommandError(f"{order_id!r} is not an order id (a UUID)") from exc
-    status = await conn.fetchval("SELECT status FROM orders WHERE order_id = $1", wanted)
-    if status is None:
-        raise CommandError(f"order {order_id} not found in the orders database")
-    return {wanted: status}
+        rows = await conn.fetch(f"{_ORDERS} ORDER BY created_at")
+    else:
+        try:
+            wanted = uuid.UUID(order_id)
+        except ValueError as exc:
+            raise CommandError(f"{order_id!r} is not an order id (a UUID)") from exc
+        rows = await conn.fetch(f"{_ORDERS} WHERE order_id = $1", wanted)
+        if not rows:
+            raise CommandError(f"order {order_id} not found in the orders database")
+    return {row["order_id"]: (row["status"], row["was_confirmed"]) for row in rows}
 
 
-async def _reservations(
-    conn: asyncpg.Connection, order_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[str]]:
-    rows = await conn.fetch(
-        "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::uuid[])", order_ids
-    )
-    statuses: dict[uuid.UUID, list[str]] = {}
-    for row in rows:
-        statuses.setdefault(row["order_id"], []).append(row["status"])
-    return statuses
+_RESERVATIONS = "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::uuid[])"
+_SHIPMENTS = "SELECT order_id, status FROM shipments WHERE order_id = ANY($1::uuid[])"
+_EMAILS = "SELECT order_id, kind FROM emails WHERE order_id = ANY($1::uuid[])"
 
 
-_SHIPMENTS_BY_ORDER = """
-    SELECT order_id, count(*) FROM shipments
-    WHERE order_id = ANY($1::uuid[]) GROUP BY order_id"""
-_EMAILS_BY_ORDER = """
-    SELECT order_id, count(*) FROM emails
-    WHERE order_id = ANY($1::uuid[]) AND kind = $2 GROUP BY order_id"""
+async def _by_order(
+    conn: asyncpg.Connection, query: str, order_ids: list[uuid.UUID]
+) -> defaultdict[uuid.UUID, list[str]]:
+    """The values of each order's rows, from a query returning (order_id, value)."""
+    values: defaultdict[uuid.UUID, list[str]] = defaultdict(list)
+    for order_id, value in await conn.fetch(query, order_ids):
+        values[order_id].append(value)
+    return values
 
 
-async def _counts(conn: asyncpg.Connection, query: str, *args: Any) -> Counter[uuid.UUID]:
-    """Rows per order, from a query returning (order_id, count)."""
-    return Counter({order_id: count for order_id, count in await conn.fetch(query, *args)})
+@dataclass(frozen=True)
+class OrderFacts:
+    """What the four databases hold about one order."""
+
+    order_id: uuid.UUID
+    status: str
+    was_confirmed: bool
+    """Its history has an event that moved it to confirmed."""
+    reservations: list[str]
+    """The status of each of its reservations."""
+    shipments: list[str]
+    """The status of each of its shipments."""
+    emails: list[str]
+    """The kind of each email sent about it."""
 
 
-def _order_problems(
-    order_id: uuid.UUID, status: str, reservations: list[str], shipments: int, emails: int
-) -> list[Problem]:
-    """A pending order has no expected reservation status yet: it gets the pending problem,
-    and the checks that do not depend on its outcome. Shipping prepares a shipment for every
-    order it hears of, rejected or not."""
+def order_problems(order: OrderFacts) -> list[Problem]:
+    """An order against `EXPECTED` for its status. A pending order gets the pending problem
+    and only the checks that do not depend on its outcome: at most one reservation, exactly
+    one shipment (shipping prepares one for every order it hears of), no email twice."""
+    expected = EXPECTED.get(order.status, UNSETTLED)
+    reservations, shipments = order.reservations, order.shipments
     found: list[tuple[ProblemKind, str]] = []
-    if status not in EXPECTED_RESERVATION:
-        found.append((ProblemKind.ORDER_PENDING, f"order is still {status}"))
-    if len(reservations) != 1:
+    if not expected.settled:
+        found.append((ProblemKind.ORDER_PENDING, f"order is still {order.status}"))
+    if len(reservations) > 1 or (expected.settled and not reservations):
+        wanted = "1" if expected.settled else "at most 1"
         count = plural(len(reservations), "reservation")
-        found.append((ProblemKind.RESERVATION_COUNT, f"{count}, expected 1"))
-    elif status in EXPECTED_RESERVATION and reservations[0] != EXPECTED_RESERVATION[status]:
-        detail = f"reservation is {reservations[0]} but the order is {status}"
+        found.append((ProblemKind.RESERVATION_COUNT, f"{count}, expected {wanted}"))
+    elif expected.reservation is not None and reservations[0] not in expected.reservation:
+        detail = _mismatch("reservation", reservations[0], order.status, expected.reservation)
         found.append((ProblemKind.RESERVATION_STATUS, detail))
-    if shipments != 1:
-        found.append((ProblemKind.SHIPMENT_COUNT, f"{plural(shipments, 'shipment')}, expected 1"))
-    if emails != 1:
-        count = plural(emails, "confirmation email")
-        found.append((ProblemKind.CONFIRMATION_EMAIL_COUNT, f"{count}, expected 1"))
-    return [Problem(kind, str(order_id), detail) for kind, detail in found]
+    if len(shipments) != 1:
+        count = plural(len(shipments), "shipment")
+        found.append((ProblemKind.SHIPMENT_COUNT, f"{count}, expected 1"))
+    elif expected.shipment is not None and shipments[0] not in expected.shipment:
+        detail = _mismatch("shipment", shipments[0], order.status, expected.shipment)
+        found.append((ProblemKind.SHIPMENT_STATUS, detail))
+    emails = expected.emails
+    if emails is not None and order.was_confirmed:
+        emails = emails | {ORDER_CONFIRMATION}
+    if differences := _email_differences(Counter(order.emails), emails):
+        found.append((ProblemKind.EMAILS, differences))
+    return [Problem(kind, str(order.order_id), detail) for kind, detail in found]
+
+
+def _mismatch(what: str, status: str, order_status: str, allowed: Set[str]) -> str:
+    """E.g. `shipment is dispatched, expected cancelled for a cancelled order: parcel left
+    after the order was cancelled`."""
+    detail = (
+        f"{what} is {status}, expected {' or '.join(sorted(allowed))} for a {order_status} order"
+    )
+    why = WHY.get((what, order_status, status))
+    return f"{detail}: {why}" if why else detail
+
+
+def _email_differences(sent: Counter[str], expected: Set[str] | None) -> str:
+    """The kinds missing and those sent too often, e.g. `missing order_rejection; 2 x
+    order_confirmation`; "" when they match. None expected: only each kind at most once."""
+    missing = sorted(set(expected or ()) - sent.keys())
+    differences = [f"missing {', '.join(missing)}"] if missing else []
+    for kind, count in sorted(sent.items()):
+        allowed = 1 if expected is None or kind in expected else 0
+        if count > allowed:
+            differences.append(f"{count} x {kind}" if count > 1 else f"unexpected {kind}")
+    return "; ".join(differences)
 
 
 async def _outbox_problems(service: str, conn: asyncpg.Connection) -> list[Problem]:

@@ -313,7 +313,7 @@ def _settle(future: asyncio.Future[bool], outcome: bool | Exception) -> None:
         future.set_result(outcome)
 
 
-@app.command("audit")
+@app.command("audit", epilog=views.expectations_markdown())
 def audit_command(
     order_id: Annotated[
         str | None,
@@ -345,8 +345,9 @@ def audit_command(
 ) -> None:
     """Check every order, outbox and queue of the system; exit 1 on any problem.
 
-    Every order must have gone through every service exactly once, every outbox must be
-    drained, and no message may wait in a retry or dead-letter queue.
+    Every order must have gone through every service exactly once, with what each service
+    holds matching the order's status; every outbox must be drained, and no message may
+    wait in a retry or dead-letter queue.
     """
     config = AuditConfig.from_env(
         postgres_url=postgres_url, database_prefix=database_prefix, amqp_url=url

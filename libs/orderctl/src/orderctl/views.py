@@ -16,7 +16,7 @@ from rich.text import Text
 
 from servicekit import failures
 
-from .audit import AuditReport, ProblemKind
+from .audit import EXPECTED, ORDER_CONFIRMATION, AuditReport, ProblemKind
 from .broker import ServiceDepths
 from .dead_letters import DeadLetter, ReplayResult
 from .text import plural
@@ -183,6 +183,25 @@ def audit_summary(report: AuditReport) -> Table:
         checked = report.orders_checked if kind.per_order else len(report.services)
         table.add_row(kind.check, str(checked), _count(report.count(kind), alarm="red"))
     return table
+
+
+def expectations_markdown() -> str:
+    """`EXPECTED` as a markdown table, for `orderctl audit --help`."""
+    rows = ["| order | reservation | shipment | emails |", "|---|---|---|---|"]
+    for status, expected in EXPECTED.items():
+        if not expected.settled:
+            rows.append(f"| {status} | any, or none yet | any | any |")
+            continue
+        reservation = " or ".join(sorted(expected.reservation or ()))
+        shipment = " or ".join(sorted(expected.shipment or ()))
+        emails = ", ".join(sorted(expected.emails or ()))
+        rows.append(f"| {status} | {reservation} | {shipment} | {emails} |")
+    notes = (
+        "Every order has exactly one shipment and at most one email of each kind, a settled one "
+        "exactly one reservation. An order confirmed before (its history says so) also got its "
+        f"{ORDER_CONFIRMATION}."
+    )
+    return "\n".join([*rows, "", notes])
 
 
 def problems_table(report: AuditReport) -> Table:

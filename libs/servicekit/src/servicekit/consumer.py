@@ -31,7 +31,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
-from contracts import Event, routing_key
+from contracts import Event, routing_key, versions
 
 from . import failures
 from .topology import DELIVERY_LIMIT, ServiceTopology
@@ -62,6 +62,12 @@ class PermanentFailure(Exception):
     """The message can never be processed: skip retries and dead-letter it now."""
 
 
+class OutOfOrder(Exception):
+    """The event is about something this service has not heard of yet: an earlier event is
+    still on its way (events are not ordered). Retried with backoff like any transient
+    failure, so one whose predecessor never comes ends in the DLQ with this reason."""
+
+
 class RetryLater(Exception):
     """A dependency is known to be unavailable (an open circuit): back off and try again,
     however long it takes, instead of spending the message's attempts on it."""
@@ -77,8 +83,15 @@ OUTAGES = (
 """Failures of the infrastructure rather than of the message."""
 
 
+def accepted_events(handlers: Mapping[type[Event], Handler]) -> dict[str, type[Event]]:
+    """Routing key -> event class, for every version the handlers accept: each handler is
+    written for the latest version, and older versions are upcast to it as they arrive."""
+    return {cls.routing_key(): cls for handled in handlers for cls in versions.readable_as(handled)}
+
+
 def decode_event(body: bytes, known: Mapping[str, type[Event]]) -> Event:
-    """The event in `body`, or PermanentFailure saying exactly what is wrong with it."""
+    """The event in `body`, as the version it was written in, or PermanentFailure saying
+    exactly what is wrong with it."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -136,8 +149,14 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self._pool = pool_provider
         self._broker = broker
+        self.handled_events = tuple(handlers)
         self._handlers = {cls.routing_key(): handler for cls, handler in handlers.items()}
-        self._known = {cls.routing_key(): cls for cls in handlers}
+        self._known = accepted_events(handlers)
+        self._read_as = {
+            cls.routing_key(): handled
+            for handled in handlers
+            for cls in versions.readable_as(handled)
+        }
         self._running = asyncio.Semaphore(prefetch)
         self._consuming = [queue.name for queue in topology.consuming_queues]
         self.stats = ConsumerStats()
@@ -152,6 +171,13 @@ class EventConsumer:
             channel=Channel(prefetch_count=prefetch),
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_body,
+            title=queue.name,
+            description=(
+                "Events routed from the `events` exchange; each is handled once."
+                if tier == 0
+                else f"Events back from a {self.topology.retry_delays[tier - 1]:g}s wait after "
+                "a failed attempt; handled as from the work queue."
+            ),
         )
         next_delay = self.topology.retry_delays[min(tier, len(self.topology.retry_delays) - 1)]
 
@@ -186,8 +212,9 @@ class EventConsumer:
 
     async def _apply(self, body: bytes) -> bool:
         """Run the event's handler once; False when it already had its effect."""
-        event = decode_event(body, self._known)
-        log.info("event %s (%s) received", event.event_id, event.routing_key())
+        written = decode_event(body, self._known)
+        event = versions.upcast(written, to=self._read_as[written.routing_key()])
+        log.info("event %s (%s) received", written.event_id, written.routing_key())
         async with self._connection() as conn, conn.transaction():
             if not await record_processed(conn, event):
                 log.info("event %s is a duplicate; no effect", event.event_id)

@@ -7,7 +7,7 @@ the app's lifespan starts, so tests can build as many apps as they like.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -16,11 +16,13 @@ from faststream.rabbit import Channel, RabbitBroker
 
 from contracts import Event
 
+from .asyncapi import SERVER_URL, asyncapi_router, document_publishes
 from .breaker import CircuitBreaker
-from .consumer import EventConsumer, Handler
+from .consumer import EventConsumer, Handler, accepted_events
 from .db import create_pool
 from .health import health_router
 from .outbox import OutboxRelay
+from .rpc import Responder, subscribe_responder
 from .settings import ServiceSettings
 from .topology import ServiceTopology
 
@@ -34,8 +36,15 @@ class ServiceSpec:
     routers: Sequence[APIRouter]
     handlers: Mapping[type[Event], Handler]
     version: str = "0.1.0"
+    publishes: Sequence[type[Event]] = ()
+    """Every event the service writes to its outbox: documented at /asyncapi, checked
+    against what consumers read."""
     circuits: Sequence[CircuitBreaker] = ()
     """Circuit breakers around the service's dependencies, shown by readiness."""
+    responders: Sequence[Responder] = ()
+    """Queries the service answers over request-reply."""
+    workers: Sequence[Callable[["ServiceRuntime"], Awaitable[None]]] = ()
+    """Background loops run for the life of the process, e.g. a timer; cancelled on stop."""
 
 
 @dataclass
@@ -44,6 +53,7 @@ class ServiceRuntime:
 
     broker: RabbitBroker
     consumer: EventConsumer
+    settings: ServiceSettings
     circuits: Sequence[CircuitBreaker] = ()
     pool: asyncpg.Pool | None = None
     broker_ready: bool = False
@@ -87,9 +97,10 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         client_properties={"connection_name": spec.name},
         logger=logging.getLogger(f"{spec.name}.broker"),
         log_level=logging.DEBUG,  # per-message lines; the consumer logs each event id itself
+        specification_url=SERVER_URL,
     )
     topology = ServiceTopology(
-        spec.name, tuple(cls.routing_key() for cls in spec.handlers), settings.retry_delays
+        spec.name, tuple(accepted_events(spec.handlers)), settings.retry_delays
     )
     runtime: ServiceRuntime
 
@@ -105,7 +116,12 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         prefetch=settings.prefetch,
         max_attempts=settings.max_attempts,
     )
-    runtime = ServiceRuntime(broker=broker, consumer=consumer, circuits=spec.circuits)
+    runtime = ServiceRuntime(
+        broker=broker, consumer=consumer, settings=settings, circuits=spec.circuits
+    )
+    for responder in spec.responders:
+        subscribe_responder(broker, responder, pool)
+    document_publishes(broker, spec.publishes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,6 +135,10 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         )
         connecting = asyncio.create_task(runtime.connect_broker(), name="connect-broker")
         relaying = asyncio.create_task(relay.run(), name="outbox-relay")
+        working = [
+            asyncio.create_task(work(runtime), name=getattr(work, "__name__", "worker"))
+            for work in spec.workers
+        ]
         try:
             yield
         finally:
@@ -128,14 +148,18 @@ def build_app(spec: ServiceSpec) -> FastAPI:
             )
             connecting.cancel()
             relay.stop()
-            await asyncio.gather(connecting, relaying, return_exceptions=True)
+            for task in working:
+                task.cancel()
+            await asyncio.gather(connecting, relaying, *working, return_exceptions=True)
             await broker.stop()
             await runtime.pool.close()
             log.info("stopped")
 
     app = FastAPI(title=spec.name, version=spec.version, lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.spec = spec
     app.include_router(health_router)
+    app.include_router(asyncapi_router)
     for router in spec.routers:
         app.include_router(router)
     return app

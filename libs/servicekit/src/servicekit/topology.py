@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
+from contracts import EVENTS_BY_ROUTING_KEY
+
 EVENTS_EXCHANGE = RabbitExchange("events", type=ExchangeType.TOPIC, durable=True)
 
 DELIVERY_LIMIT = 5
@@ -130,7 +132,12 @@ class ServiceTopology:
         )
 
     async def declare(self, broker: RabbitBroker) -> None:
-        """Declare exchanges, queues and bindings; safe to repeat."""
+        """Declare exchanges, queues and bindings; safe to repeat.
+
+        Bindings converge on what this deploy reads: an event version it no longer accepts
+        (after a rollback, say) is unbound, so it never reaches a consumer that would only
+        dead-letter it.
+        """
         events = await broker.declare_exchange(EVENTS_EXCHANGE)
         dlx = await broker.declare_exchange(self.dead_letter_exchange)
         dlq = await broker.declare_queue(self.dead_letter_queue)
@@ -140,3 +147,5 @@ class ServiceTopology:
         work = await broker.declare_queue(self.work_queue)
         for key in self.routing_keys:
             await work.bind(events, routing_key=key)
+        for key in EVENTS_BY_ROUTING_KEY.keys() - set(self.routing_keys):
+            await work.unbind(events, routing_key=key)

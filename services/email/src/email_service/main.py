@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts import OrderConfirmationSentV1
 from servicekit.breaker import CircuitBreaker
 from servicekit.service import ServiceSpec, build_app
 
@@ -29,6 +30,7 @@ def create_app(settings: EmailSettings | None = None) -> FastAPI:
             settings=settings,
             routers=[router],
             handlers=event_handlers(SmtpSender(settings, smtp_circuit)),
+            publishes=[OrderConfirmationSentV1],
             circuits=[smtp_circuit],
         )
     )

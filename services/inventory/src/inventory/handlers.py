@@ -6,12 +6,18 @@ from typing import Any
 import asyncpg
 
 from contracts import (
-    OrderCreatedV1,
+    AvailabilityQueryV1,
+    AvailabilityV1,
+    OrderCancelledV1,
+    OrderCreatedV2,
+    OrderShippedV1,
     RejectedLineV1,
     ReservedLineV1,
     StockRejectedV1,
+    StockReleasedV1,
     StockReservedV1,
 )
+from servicekit.consumer import OutOfOrder
 from servicekit.outbox import add_to_outbox
 
 from .adapters import repository
@@ -26,7 +32,16 @@ async def set_stock(pool: asyncpg.Pool, sku: str, available: int) -> dict[str, A
         return await repository.set_available(conn, sku, available)
 
 
-async def reserve_stock(conn: asyncpg.Connection, event: OrderCreatedV1) -> None:
+async def availability(pool: asyncpg.Pool, query: AvailabilityQueryV1) -> AvailabilityV1:
+    """Answer a request-reply availability query from the current stock."""
+    async with pool.acquire() as conn:
+        stock = await repository.fetch_stock(conn, query.sku)
+    if stock is None:
+        return AvailabilityV1(sku=query.sku, stocked=False, available=0, reserved=0)
+    return AvailabilityV1(stocked=True, **stock)
+
+
+async def reserve_stock(conn: asyncpg.Connection, event: OrderCreatedV2) -> None:
     """Reserve every line of the order or none, and say which through the outbox."""
     requested = requested_quantities(event.lines)
     decision = decide(requested, await repository.lock_available(conn, requested))
@@ -48,3 +63,44 @@ async def reserve_stock(conn: asyncpg.Connection, event: OrderCreatedV1) -> None
         )
     await add_to_outbox(conn, outcome)
     log.info("order %s: stock %s", event.order_id, "reserved" if decision.accepted else "rejected")
+
+
+async def release_stock(conn: asyncpg.Connection, event: OrderCancelledV1) -> None:
+    """Compensate a cancelled order: what it reserved is available again."""
+    lines = await _settle_reservation(conn, event, "released")
+    if lines:
+        await repository.release(conn, lines)
+        await add_to_outbox(
+            conn,
+            StockReleasedV1.caused_by(
+                event,
+                producer=SERVICE,
+                order_id=event.order_id,
+                lines=[ReservedLineV1(sku=sku, quantity=qty) for sku, qty in lines.items()],
+            ),
+        )
+
+
+async def fulfil_reservation(conn: asyncpg.Connection, event: OrderShippedV1) -> None:
+    """The reserved units left the warehouse: they are no longer counted as reserved."""
+    lines = await _settle_reservation(conn, event, "fulfilled")
+    if lines:
+        await repository.remove_reserved(conn, lines)
+
+
+async def _settle_reservation(
+    conn: asyncpg.Connection, event: OrderCancelledV1 | OrderShippedV1, outcome: str
+) -> dict[str, int]:
+    """Move the order's reservation from reserved to `outcome`; the quantities it held, or
+    nothing when the order reserved nothing (rejected) or was settled already."""
+    reservation = await repository.lock_reservation(conn, event.order_id)
+    if reservation is None:
+        raise OutOfOrder(f"order {event.order_id} has no reservation yet")
+    if reservation["status"] != "reserved":
+        log.info(
+            "order %s: reservation is %s; nothing to do", event.order_id, reservation["status"]
+        )
+        return {}
+    await repository.set_reservation_status(conn, event.order_id, outcome)
+    log.info("order %s: reservation %s", event.order_id, outcome)
+    return {line["sku"]: line["quantity"] for line in reservation["lines"]}

@@ -4,10 +4,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts import StockRejectedV1, StockReleasedV1, StockReservedV1
 from servicekit.service import ServiceSpec, build_app
 
 from .config import InventorySettings
-from .entrypoints.amqp import EVENT_HANDLERS
+from .entrypoints.amqp import EVENT_HANDLERS, RESPONDERS
 from .entrypoints.http import router
 from .handlers import SERVICE
 
@@ -21,5 +22,7 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
             settings=settings or InventorySettings(),
             routers=[router],
             handlers=EVENT_HANDLERS,
+            publishes=[StockReservedV1, StockRejectedV1, StockReleasedV1],
+            responders=RESPONDERS,
         )
     )

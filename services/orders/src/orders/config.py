@@ -1,3 +1,6 @@
+from typing import Literal
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
@@ -8,3 +11,12 @@ class OrdersSettings(ServiceSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/orders"
     http_port: int = 8001
+    order_created_versions: tuple[Literal[1, 2], ...] = Field(
+        (2,),
+        min_length=1,
+        description="Versions of order.created to publish, e.g. [1, 2] while some consumers "
+        "only read v1; every version carries the same event id.",
+    )
+    availability_timeout: float = Field(
+        2.0, gt=0, description="Seconds GET /availability waits for inventory before a 504."
+    )

@@ -1,81 +1,220 @@
-"""Orders use cases, called by the HTTP and AMQP entrypoints."""
+"""Orders use cases, called by the HTTP and AMQP entrypoints.
+
+The orders service is the authority on an order's status. Inventory and shipping report
+what they did; orders decides what that means for the order and announces each change
+(order.confirmed, order.rejected, order.shipped, order.cancelled) for email and shipping.
+"""
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 
 from contracts import (
-    OrderConfirmationSentV1,
-    OrderCreatedV1,
-    OrderLineV1,
-    ShipmentCreatedV1,
+    CustomerV2,
+    Event,
+    MoneyV2,
+    OrderCancelledV1,
+    OrderConfirmedV1,
+    OrderCreatedV2,
+    OrderLineV2,
+    OrderRejectedV1,
+    OrderShippedV1,
+    ShipmentDispatchedV1,
     ShippingAddress,
     StockRejectedV1,
     StockReservedV1,
 )
+from contracts.versions import as_version
 from servicekit.consumer import PermanentFailure
 from servicekit.outbox import add_to_outbox
 
 from .adapters import repository
-from .domain.order import OrderStatus, order_total, status_after
+from .domain.order import OrderStatus, cancellation_refused, is_stale, status_after
 
 SERVICE = "orders"
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class NewOrder:
+    customer: CustomerV2
+    lines: Sequence[OrderLineV2]
+    total: MoneyV2
+    shipping_address: ShippingAddress
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    key: str
+    request_hash: str
+    """Fingerprint of the request body: the same key with another body is refused."""
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+    """True when this is the stored answer to an earlier request with the same key."""
+
+    @property
+    def order_id(self) -> str:
+        return self.body["order_id"]
+
+
+class IdempotencyKeyReused(Exception):
+    """The idempotency key was already used for a different request body."""
+
+
+class OrderNotFound(Exception):
+    pass
+
+
+class CancellationRefused(Exception):
+    pass
+
+
 async def place_order(
     pool: asyncpg.Pool,
+    order: NewOrder,
     *,
-    customer_email: str,
-    lines: Sequence[OrderLineV1],
-    currency: str,
-    shipping_address: ShippingAddress,
+    versions: Sequence[int],
     correlation_id: UUID | None = None,
-) -> OrderCreatedV1:
-    """Store a pending order and its `order.created` event in one transaction."""
-    event = OrderCreatedV1(
-        order_id=uuid4(),
-        customer_email=customer_email,
-        lines=tuple(lines),
-        total=order_total(lines),
-        currency=currency,
-        shipping_address=shipping_address,
-        correlation_id=correlation_id or uuid4(),
-        producer=SERVICE,
-    )
+    idempotency: IdempotencyKey | None = None,
+) -> PlacedOrder:
+    """Store a pending order, its `order.created` event (in each of `versions`) and its
+    idempotency key in one transaction; or answer as the first request with that key did."""
+    try:
+        return await _place_once(pool, order, versions, correlation_id, idempotency)
+    except asyncpg.UniqueViolationError as exc:
+        if idempotency is None or exc.constraint_name != "idempotency_keys_pkey":
+            raise
+        # A concurrent request with the same key committed first: answer as it did.
+        return await _place_once(pool, order, versions, correlation_id, idempotency)
+
+
+async def _place_once(
+    pool: asyncpg.Pool,
+    order: NewOrder,
+    versions: Sequence[int],
+    correlation_id: UUID | None,
+    idempotency: IdempotencyKey | None,
+) -> PlacedOrder:
     async with pool.acquire() as conn, conn.transaction():
+        if idempotency is not None:
+            earlier = await repository.find_idempotency_key(conn, idempotency.key)
+            if earlier is not None:
+                if earlier["request_hash"] != idempotency.request_hash:
+                    raise IdempotencyKeyReused(
+                        "this Idempotency-Key was already used for a different request body"
+                    )
+                return PlacedOrder(earlier["status_code"], earlier["response"], replayed=True)
+        event = OrderCreatedV2(
+            order_id=uuid4(),
+            customer=order.customer,
+            lines=tuple(order.lines),
+            total=order.total,
+            shipping_address=order.shipping_address,
+            correlation_id=correlation_id or uuid4(),
+            producer=SERVICE,
+        )
         await repository.insert_order(conn, event)
-        await repository.append_history(conn, event.order_id, event)
-        await add_to_outbox(conn, event)
+        await repository.append_history(conn, event.order_id, event, OrderStatus.PENDING)
+        for version in versions:
+            await add_to_outbox(conn, as_version(event, version))
+        placed = PlacedOrder(
+            202, {"order_id": str(event.order_id), "status": OrderStatus.PENDING}, replayed=False
+        )
+        if idempotency is not None:
+            await repository.insert_idempotency_key(
+                conn,
+                idempotency.key,
+                idempotency.request_hash,
+                event.order_id,
+                placed.status_code,
+                placed.body,
+            )
     log.info("order %s placed; event %s in the outbox", event.order_id, event.event_id)
-    return event
+    return placed
 
 
-async def apply_stock_outcome(
-    conn: asyncpg.Connection, event: StockReservedV1 | StockRejectedV1
-) -> None:
-    """Confirm or reject a pending order; a stale outcome is recorded but moves nothing."""
-    current = await _lock_known_order(conn, event.order_id)
-    await repository.append_history(conn, event.order_id, event)
+async def cancel_order(pool: asyncpg.Pool, order_id: UUID, reason: str) -> None:
+    """Cancel an order not yet dispatched; cancelling a cancelled order changes nothing."""
+    async with pool.acquire() as conn, conn.transaction():
+        order = await repository.lock_order(conn, order_id)
+        if order is None:
+            raise OrderNotFound(f"order {order_id} not found")
+        current = OrderStatus(order["status"])
+        if current is OrderStatus.CANCELLED:
+            return
+        if refusal := cancellation_refused(current):
+            raise CancellationRefused(f"order {order_id} cannot be cancelled: {refusal}")
+        event = OrderCancelledV1(
+            order_id=order_id,
+            previous_status=current.value,
+            reason=reason,
+            correlation_id=order["correlation_id"],
+            producer=SERVICE,
+        )
+        await repository.set_status(conn, order_id, OrderStatus.CANCELLED)
+        await repository.append_history(conn, order_id, event, OrderStatus.CANCELLED)
+        await add_to_outbox(conn, event)
+    log.info("order %s: %s -> cancelled (%s)", order_id, current, reason)
+
+
+async def apply_event(conn: asyncpg.Connection, event: Event) -> None:
+    """Record an event about an order; move the order on if it applies, and announce it.
+
+    A stale event (e.g. stock reserved after the customer cancelled) is recorded with a note
+    and moves nothing: inventory releases that stock when it sees the cancellation.
+    """
+    order_id: UUID = event.order_id  # type: ignore[attr-defined] - every consumed event has one
+    order = await repository.lock_order(conn, order_id)
+    if order is None:
+        raise PermanentFailure(f"order {order_id} is unknown to the orders service")
+    current = OrderStatus(order["status"])
     new = status_after(current, event.event_type)
     if new == current:
-        log.info("order %s stays %s on %s", event.order_id, current, event.event_type)
+        stale = is_stale(current, event.event_type)
+        note = f"stale: the order was already {current}" if stale else None
+        await repository.append_history(conn, order_id, event, None, note)
+        if stale and isinstance(event, ShipmentDispatchedV1):
+            log.warning(
+                "order %s: shipment %s left after cancellation", order_id, event.shipment_id
+            )
+        log.info("order %s stays %s on %s", order_id, current, event.routing_key())
         return
-    await repository.set_status(conn, event.order_id, new)
-    log.info("order %s: %s -> %s", event.order_id, current, new)
+    await repository.append_history(conn, order_id, event, new)
+    await repository.set_status(
+        conn,
+        order_id,
+        new,
+        shipment_id=getattr(event, "shipment_id", None),
+        tracking_number=getattr(event, "tracking_number", None),
+    )
+    await add_to_outbox(conn, _announcement(event))
+    log.info("order %s: %s -> %s", order_id, current, new)
 
 
-async def record_in_history(
-    conn: asyncpg.Connection, event: ShipmentCreatedV1 | OrderConfirmationSentV1
-) -> None:
-    await _lock_known_order(conn, event.order_id)
-    await repository.append_history(conn, event.order_id, event)
-
-
-async def _lock_known_order(conn: asyncpg.Connection, order_id: UUID) -> OrderStatus:
-    status = await repository.lock_status(conn, order_id)
-    if status is None:
-        raise PermanentFailure(f"order {order_id} is unknown to the orders service")
-    return status
+def _announcement(cause: Event) -> Event:
+    """What orders tells everyone once `cause` moved the order."""
+    match cause:
+        case StockReservedV1():
+            return OrderConfirmedV1.caused_by(cause, producer=SERVICE, order_id=cause.order_id)
+        case StockRejectedV1():
+            return OrderRejectedV1.caused_by(
+                cause, producer=SERVICE, order_id=cause.order_id, short_items=cause.rejected_lines
+            )
+        case ShipmentDispatchedV1():
+            return OrderShippedV1.caused_by(
+                cause,
+                producer=SERVICE,
+                order_id=cause.order_id,
+                shipment_id=cause.shipment_id,
+                tracking_number=cause.tracking_number,
+            )
+    raise AssertionError(f"{cause.routing_key()} moves no order")

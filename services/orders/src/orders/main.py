@@ -4,6 +4,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts import (
+    OrderCancelledV1,
+    OrderConfirmedV1,
+    OrderCreatedV1,
+    OrderCreatedV2,
+    OrderRejectedV1,
+    OrderShippedV1,
+)
 from servicekit.service import ServiceSpec, build_app
 
 from .config import OrdersSettings
@@ -21,5 +29,13 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
             settings=settings or OrdersSettings(),
             routers=[router],
             handlers=EVENT_HANDLERS,
+            publishes=[
+                OrderCreatedV1,
+                OrderCreatedV2,
+                OrderConfirmedV1,
+                OrderRejectedV1,
+                OrderCancelledV1,
+                OrderShippedV1,
+            ],
         )
     )

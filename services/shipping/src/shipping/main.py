@@ -4,22 +4,26 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts import ShipmentCancelledV1, ShipmentCreatedV1, ShipmentDispatchedV1
 from servicekit.service import ServiceSpec, build_app
 
 from .config import ShippingSettings
-from .entrypoints.amqp import EVENT_HANDLERS
+from .entrypoints.amqp import event_handlers
 from .entrypoints.http import router
-from .handlers import SERVICE
+from .handlers import SERVICE, run_dispatcher
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def create_app(settings: ShippingSettings | None = None) -> FastAPI:
+    settings = settings or ShippingSettings()
     return build_app(
         ServiceSpec(
             name=SERVICE,
-            settings=settings or ShippingSettings(),
+            settings=settings,
             routers=[router],
-            handlers=EVENT_HANDLERS,
+            handlers=event_handlers(settings),
+            publishes=[ShipmentCreatedV1, ShipmentDispatchedV1, ShipmentCancelledV1],
+            workers=[run_dispatcher],
         )
     )

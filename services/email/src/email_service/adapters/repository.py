@@ -1,11 +1,43 @@
-"""Sent emails in PostgreSQL."""
+"""What email knows of orders, and the emails sent, in PostgreSQL."""
 
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from ..domain.messages import OutgoingEmail
+from ..domain.messages import CustomerOrder, OutgoingEmail
+
+
+async def remember_order(conn: asyncpg.Connection, order: CustomerOrder) -> None:
+    await conn.execute(
+        """INSERT INTO customer_orders (order_id, customer_name, customer_email, lines, total,
+                                        currency, shipping_address)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING""",
+        order.order_id,
+        order.customer_name,
+        order.customer_email,
+        list(order.lines),
+        order.total,
+        order.currency,
+        order.shipping_address,
+    )
+
+
+async def lock_order(conn: asyncpg.Connection, order_id: UUID) -> CustomerOrder | None:
+    """The order, locked so that two emails about it are decided one after the other."""
+    row = await conn.fetchrow(
+        """SELECT order_id, customer_name, customer_email, lines, total, currency,
+                  shipping_address
+           FROM customer_orders WHERE order_id = $1 FOR UPDATE""",
+        order_id,
+    )
+    return None if row is None else CustomerOrder(**dict(row))
+
+
+async def kinds_sent(conn: asyncpg.Connection, order_id: UUID) -> list[str]:
+    return [
+        r["kind"] for r in await conn.fetch("SELECT kind FROM emails WHERE order_id = $1", order_id)
+    ]
 
 
 async def record_sent(conn: asyncpg.Connection, email: OutgoingEmail) -> None:
@@ -16,7 +48,7 @@ async def record_sent(conn: asyncpg.Connection, email: OutgoingEmail) -> None:
         email.order_id,
         email.recipient,
         email.subject,
-        email.kind,
+        email.kind.value,
         email.message_id,
     )
 

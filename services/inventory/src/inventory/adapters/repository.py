@@ -43,6 +43,36 @@ async def reserve(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> No
     )
 
 
+async def release(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
+    await conn.executemany(
+        """UPDATE stock SET available = available + $2, reserved = reserved - $2,
+                            updated_at = now()
+           WHERE sku = $1""",
+        sorted(quantities.items()),
+    )
+
+
+async def remove_reserved(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
+    await conn.executemany(
+        "UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE sku = $1",
+        sorted(quantities.items()),
+    )
+
+
+async def lock_reservation(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT status, lines FROM reservations WHERE order_id = $1 FOR UPDATE", order_id
+    )
+
+
+async def set_reservation_status(conn: asyncpg.Connection, order_id: UUID, status: str) -> None:
+    await conn.execute(
+        "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+        order_id,
+        status,
+    )
+
+
 async def insert_reservation(
     conn: asyncpg.Connection, order_id: UUID, decision: ReservationDecision
 ) -> None:
@@ -58,7 +88,7 @@ async def insert_reservation(
 
 async def fetch_reservation(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow(
-        """SELECT order_id, status, lines, rejected_lines, created_at
+        """SELECT order_id, status, lines, rejected_lines, created_at, updated_at
            FROM reservations WHERE order_id = $1""",
         order_id,
     )

@@ -6,7 +6,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
-from contracts.orders import Sku
+from contracts.common import Sku
 from servicekit.http import PoolDep
 
 from .. import handlers

@@ -1,25 +1,26 @@
-"""Orders and their history in PostgreSQL."""
+"""Orders, their history and idempotency keys in PostgreSQL."""
 
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from contracts import Event, OrderCreatedV1
+from contracts import Event, OrderCreatedV2
 
 from ..domain.order import OrderStatus
 
 
-async def insert_order(conn: asyncpg.Connection, event: OrderCreatedV1) -> None:
+async def insert_order(conn: asyncpg.Connection, event: OrderCreatedV2) -> None:
     await conn.execute(
-        """INSERT INTO orders (order_id, customer_email, lines, total, currency,
+        """INSERT INTO orders (order_id, customer_name, customer_email, lines, total, currency,
                                shipping_address, status, correlation_id, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)""",
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)""",
         event.order_id,
-        event.customer_email,
+        event.customer.name,
+        event.customer.email,
         [line.model_dump(mode="json") for line in event.lines],
-        event.total,
-        event.currency,
+        event.total.amount,
+        event.total.currency,
         event.shipping_address.model_dump(mode="json"),
         OrderStatus.PENDING.value,
         event.correlation_id,
@@ -27,45 +28,103 @@ async def insert_order(conn: asyncpg.Connection, event: OrderCreatedV1) -> None:
     )
 
 
-async def lock_status(conn: asyncpg.Connection, order_id: UUID) -> OrderStatus | None:
-    status = await conn.fetchval(
-        "SELECT status FROM orders WHERE order_id = $1 FOR UPDATE", order_id
+async def lock_order(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Record | None:
+    """The order's status and correlation id, its row locked until the transaction ends."""
+    return await conn.fetchrow(
+        "SELECT status, correlation_id FROM orders WHERE order_id = $1 FOR UPDATE", order_id
     )
-    return None if status is None else OrderStatus(status)
 
 
-async def set_status(conn: asyncpg.Connection, order_id: UUID, status: OrderStatus) -> None:
+async def set_status(
+    conn: asyncpg.Connection,
+    order_id: UUID,
+    status: OrderStatus,
+    shipment_id: UUID | None = None,
+    tracking_number: str | None = None,
+) -> None:
     await conn.execute(
-        "UPDATE orders SET status = $2, updated_at = now() WHERE order_id = $1",
+        """UPDATE orders SET status = $2, updated_at = now(),
+                             shipment_id = coalesce($3, shipment_id),
+                             tracking_number = coalesce($4, tracking_number)
+           WHERE order_id = $1""",
         order_id,
         status.value,
+        shipment_id,
+        tracking_number,
     )
 
 
-async def append_history(conn: asyncpg.Connection, order_id: UUID, event: Event) -> None:
+async def append_history(
+    conn: asyncpg.Connection,
+    order_id: UUID,
+    event: Event,
+    status_after: OrderStatus | None,
+    note: str | None = None,
+) -> None:
     await conn.execute(
-        """INSERT INTO order_history (event_id, order_id, event_type, producer, occurred_at)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING""",
+        """INSERT INTO order_history
+               (event_id, order_id, event_type, producer, occurred_at, status_after, note)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING""",
         event.event_id,
         order_id,
         event.routing_key(),
         event.producer,
         event.occurred_at,
+        status_after and status_after.value,
+        note,
     )
 
 
 async def fetch_order(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow(
-        """SELECT order_id, customer_email, lines, total, currency, shipping_address, status,
-                  created_at, updated_at
+        """SELECT order_id, customer_name, customer_email, lines, total, currency,
+                  shipping_address, status, shipment_id, tracking_number, created_at, updated_at
            FROM orders WHERE order_id = $1""",
         order_id,
     )
     if row is None:
         return None
-    history = await conn.fetch(
-        """SELECT event_type, producer, occurred_at FROM order_history
-           WHERE order_id = $1 ORDER BY occurred_at, recorded_at""",
-        order_id,
+    history = [
+        dict(h)
+        for h in await conn.fetch(
+            """SELECT event_id, event_type, producer, occurred_at, status_after, note
+               FROM order_history WHERE order_id = $1 ORDER BY occurred_at, recorded_at""",
+            order_id,
+        )
+    ]
+    timeline = [
+        {
+            "status": h["status_after"],
+            "event_type": h["event_type"],
+            "producer": h["producer"],
+            "at": h["occurred_at"],
+        }
+        for h in history
+        if h["status_after"] is not None
+    ]
+    return {**dict(row), "timeline": timeline, "history": history}
+
+
+async def find_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT request_hash, status_code, response FROM idempotency_keys WHERE key = $1", key
     )
-    return {**dict(row), "history": [dict(h) for h in history]}
+
+
+async def insert_idempotency_key(
+    conn: asyncpg.Connection,
+    key: str,
+    request_hash: str,
+    order_id: UUID,
+    status_code: int,
+    response: dict[str, Any],
+) -> None:
+    await conn.execute(
+        """INSERT INTO idempotency_keys (key, request_hash, order_id, status_code, response)
+           VALUES ($1, $2, $3, $4, $5)""",
+        key,
+        request_hash,
+        order_id,
+        status_code,
+        response,
+    )

@@ -1,21 +1,47 @@
-"""The events the orders service consumes, and the use case each one runs."""
+"""The events the orders service consumes, the use case each one runs, and what it reads."""
 
 from collections.abc import Mapping
 
 from contracts import (
     Event,
     OrderConfirmationSentV1,
+    ShipmentCancelledV1,
     ShipmentCreatedV1,
+    ShipmentDispatchedV1,
     StockRejectedV1,
+    StockReleasedV1,
     StockReservedV1,
 )
 from servicekit.consumer import Handler
 
-from ..handlers import apply_stock_outcome, record_in_history
+from ..handlers import apply_event
 
 EVENT_HANDLERS: Mapping[type[Event], Handler] = {
-    StockReservedV1: apply_stock_outcome,
-    StockRejectedV1: apply_stock_outcome,
-    ShipmentCreatedV1: record_in_history,
-    OrderConfirmationSentV1: record_in_history,
+    StockReservedV1: apply_event,
+    StockRejectedV1: apply_event,
+    StockReleasedV1: apply_event,
+    ShipmentCreatedV1: apply_event,
+    ShipmentDispatchedV1: apply_event,
+    ShipmentCancelledV1: apply_event,
+    OrderConfirmationSentV1: apply_event,
 }
+
+_ENVELOPE = ("event_id", "event_type", "producer", "occurred_at", "correlation_id")
+
+FIELDS_READ: Mapping[type[Event], tuple[str, ...]] = {
+    StockReservedV1: (*_ENVELOPE, "order_id"),
+    StockRejectedV1: (
+        *_ENVELOPE,
+        "order_id",
+        "rejected_lines[].sku",
+        "rejected_lines[].requested",
+        "rejected_lines[].available",
+        "rejected_lines[].reason",
+    ),
+    StockReleasedV1: (*_ENVELOPE, "order_id"),
+    ShipmentCreatedV1: (*_ENVELOPE, "order_id"),
+    ShipmentDispatchedV1: (*_ENVELOPE, "order_id", "shipment_id", "tracking_number"),
+    ShipmentCancelledV1: (*_ENVELOPE, "order_id"),
+    OrderConfirmationSentV1: (*_ENVELOPE, "order_id"),
+}
+"""Consumer-driven contract: the fields the handlers above read from each event."""

@@ -1,30 +1,95 @@
 """Shipments in PostgreSQL."""
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from ..domain.shipment import Shipment
+from ..domain.shipment import Shipment, ShipmentStatus
+
+COLUMNS = """shipment_id, order_id, correlation_id, ready_event_id, status, shipping_address,
+             lines, dispatch_after, dispatched_at, tracking_number, cancel_reason, created_at,
+             updated_at"""
 
 
 async def insert_shipment(conn: asyncpg.Connection, shipment: Shipment) -> None:
     await conn.execute(
-        """INSERT INTO shipments (shipment_id, order_id, status, shipping_address, lines)
-           VALUES ($1, $2, $3, $4, $5)""",
+        """INSERT INTO shipments (shipment_id, order_id, correlation_id, status,
+                                  shipping_address, lines)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
         shipment.shipment_id,
         shipment.order_id,
+        shipment.correlation_id,
         shipment.status.value,
         shipment.shipping_address.model_dump(mode="json"),
         [{"sku": sku, "quantity": qty} for sku, qty in shipment.lines],
     )
 
 
+async def lock_for_order(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM shipments WHERE order_id = $1 FOR UPDATE", order_id
+    )
+
+
+async def lock(conn: asyncpg.Connection, shipment_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM shipments WHERE shipment_id = $1 FOR UPDATE", shipment_id
+    )
+
+
+async def lock_due(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Ready shipments whose handling delay is over; replicas each take different ones."""
+    return await conn.fetch(
+        f"""SELECT {COLUMNS} FROM shipments
+            WHERE status = 'ready' AND dispatch_after <= now()
+            ORDER BY dispatch_after LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+
+
+async def mark_ready(
+    conn: asyncpg.Connection, shipment_id: UUID, ready_event_id: UUID, delay: timedelta
+) -> None:
+    await conn.execute(
+        """UPDATE shipments SET status = $2, ready_event_id = $3, dispatch_after = now() + $4,
+                                updated_at = now()
+           WHERE shipment_id = $1""",
+        shipment_id,
+        ShipmentStatus.READY.value,
+        ready_event_id,
+        delay,
+    )
+
+
+async def mark_dispatched(
+    conn: asyncpg.Connection, shipment_id: UUID, tracking_number: str
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""UPDATE shipments SET status = $2, tracking_number = $3, dispatched_at = now(),
+                                 updated_at = now()
+            WHERE shipment_id = $1 RETURNING {COLUMNS}""",
+        shipment_id,
+        ShipmentStatus.DISPATCHED.value,
+        tracking_number,
+    )
+
+
+async def mark_cancelled(conn: asyncpg.Connection, shipment_id: UUID, reason: str) -> None:
+    await conn.execute(
+        """UPDATE shipments SET status = $2, cancel_reason = $3, updated_at = now()
+           WHERE shipment_id = $1""",
+        shipment_id,
+        ShipmentStatus.CANCELLED.value,
+        reason,
+    )
+
+
 async def list_shipments(conn: asyncpg.Connection, order_id: UUID | None) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        """SELECT shipment_id, order_id, status, shipping_address, lines, created_at
-           FROM shipments WHERE $1::uuid IS NULL OR order_id = $1
-           ORDER BY created_at DESC LIMIT 100""",
+        f"""SELECT {COLUMNS} FROM shipments WHERE $1::uuid IS NULL OR order_id = $1
+            ORDER BY created_at DESC LIMIT 100""",
         order_id,
     )
     return [dict(row) for row in rows]

@@ -1,0 +1,74 @@
+"""Request-reply over RabbitMQ: a query answered at once, never an event.
+
+The asker publishes to the responder's queue with RabbitMQ's direct reply-to and a
+correlation id (FastStream's `broker.request`), and gives up after a timeout. The request
+expires with the asker's patience, so a responder that was down never answers stale queries.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+from faststream.rabbit import RabbitBroker, RabbitQueue
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+Reply = TypeVar("Reply", bound=BaseModel)
+
+
+class NoReply(Exception):
+    """The responder did not answer in time, or could not be reached."""
+
+
+@dataclass(frozen=True)
+class Responder:
+    """Answers `request` messages on `queue` with what `answer` returns."""
+
+    queue: str
+    request: type[BaseModel]
+    answer: Callable[[asyncpg.Pool, Any], Awaitable[BaseModel]]
+
+    def declaration(self) -> RabbitQueue:
+        """Not durable: a query is worth nothing after a restart, and each one expires."""
+        return RabbitQueue(self.queue, durable=False)
+
+
+def subscribe_responder(
+    broker: RabbitBroker, responder: Responder, pool: Callable[[], asyncpg.Pool]
+) -> Any:
+    """Register the responder on `broker`; FastStream sends the return value to `reply_to`."""
+    request_model = responder.request
+
+    async def respond(body: dict[str, Any]) -> dict[str, Any]:
+        reply = await responder.answer(pool(), request_model.model_validate(body))
+        return reply.model_dump(mode="json")
+
+    respond.__doc__ = f"Answers {request_model.__name__} with the current state."
+    return broker.subscriber(responder.declaration(), title=f"{responder.queue}:request")(respond)
+
+
+async def ask(
+    broker: RabbitBroker, queue: str, request: BaseModel, reply: type[Reply], timeout: float
+) -> Reply:
+    """Send `request` to `queue` and wait at most `timeout` seconds in all for the reply.
+
+    FastStream serialises requests on one reply consumer per connection, so the wait for
+    that turn counts against the timeout too.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            answer = await broker.request(
+                request.model_dump(mode="json"),
+                queue,
+                expiration=timeout,
+                timeout=timeout,
+            )
+    except TimeoutError as exc:
+        raise NoReply(f"{queue} did not answer within {timeout:g}s") from exc
+    except Exception as exc:  # noqa: BLE001 - unroutable, disconnected: no answer either way
+        raise NoReply(f"{queue} unreachable: {type(exc).__name__}: {exc}") from exc
+    return reply.model_validate_json(answer.body)
