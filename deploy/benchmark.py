@@ -75,7 +75,8 @@ async def completed(postgres: str, order_ids: list[str]) -> dict[str, int]:
     queries = {
         "orders": "SELECT count(*) FROM orders WHERE order_id = ANY($1) AND status <> 'pending'",
         "inventory": "SELECT count(*) FROM reservations WHERE order_id = ANY($1)",
-        "email": "SELECT count(*) FROM emails WHERE order_id = ANY($1)",
+        "email": """SELECT count(*) FROM emails
+                     WHERE order_id = ANY($1) AND kind = 'order_confirmation'""",
         "shipping": "SELECT count(*) FROM shipments WHERE order_id = ANY($1)",
     }
     counts = {}
