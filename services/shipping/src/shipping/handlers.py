@@ -130,14 +130,15 @@ async def dispatch_due(pool: asyncpg.Pool) -> int:
 
 
 async def run_dispatcher(runtime: ServiceRuntime) -> None:
-    """Dispatch due shipments for the life of the process; survives database outages."""
+    """Dispatch due shipments for the life of the process; survives database outages.
+    A failing batch rolls back whole and is tried again, so nothing is dispatched twice."""
     interval = runtime.settings.dispatch_poll_interval  # type: ignore[attr-defined]
     assert runtime.pool is not None
     while True:
         try:
             if await dispatch_due(runtime.pool) == DISPATCH_BATCH:
                 continue  # more may be due
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # noqa: BLE001 - an outage or a bad row: never stop dispatching
             log.warning("dispatcher: %s: %s; retrying in %gs", type(exc).__name__, exc, interval)
         await asyncio.sleep(interval)
 
