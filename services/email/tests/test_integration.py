@@ -1,9 +1,7 @@
 """Email against the real RabbitMQ, PostgreSQL and an SMTP server, in-process."""
 
-import json
 import uuid
 
-import asyncpg
 import pytest
 
 from contracts import (
@@ -17,10 +15,13 @@ from contracts import (
 from email_service.config import EmailSettings
 from email_service.main import MIGRATIONS, create_app
 from servicekit.testing import (
+    about_order,
     consumer_saw_duplicates,
     eventually,
+    handled,
     order_created_event,
     publish_event,
+    published_about,
     service_under_test,
     tap,
 )
@@ -51,39 +52,9 @@ async def emails(client, order_id) -> list[dict]:
     return response.json()
 
 
-def about(messages, order_id) -> list:
-    return [m for m in messages if json.loads(m.body).get("order_id") == str(order_id)]
-
-
 def mails(smtp_sink, order_id, subject: str) -> list:
     """What the SMTP server received about the order under this subject."""
     return [m for m in smtp_sink.handler.about(str(order_id)) if m["Subject"].startswith(subject)]
-
-
-async def query(databases, sql: str, *args) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(databases.url("email"))
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
-async def handled(databases, event: Event) -> bool:
-    """Whether the consumer has committed the event's effect (or its absence)."""
-    return bool(
-        await query(
-            databases, "SELECT 1 FROM processed_messages WHERE event_id = $1", event.event_id
-        )
-    )
-
-
-async def published_about(databases, order_id) -> list[str]:
-    rows = await query(
-        databases,
-        "SELECT routing_key FROM outbox WHERE payload->>'order_id' = $1 ORDER BY id",
-        str(order_id),
-    )
-    return [row["routing_key"] for row in rows]
 
 
 def from_orders(event_class: type[Event], order: Event, **fields) -> Event:
@@ -114,7 +85,7 @@ def order_cancelled(order: Event) -> OrderCancelledV1:
 async def known_order(databases, rabbitmq, order: Event) -> Event:
     """Publish the order.created and wait until email has remembered the order."""
     await publish_event(rabbitmq.url, order)
-    await eventually(lambda: handled(databases, order))
+    await eventually(lambda: handled(databases.url("email"), order))
     return order
 
 
@@ -143,7 +114,7 @@ async def test_a_confirmation_is_sent_once_over_smtp_from_what_order_created_sai
         )
         stats = await eventually(lambda: consumer_saw_duplicates(email, 1))
         assert (stats["processed"], stats["retried"], stats["dead_lettered"]) == (2, 0, 0)
-        [message] = await eventually(lambda: about(published, order.order_id))
+        [message] = await eventually(lambda: about_order(published, order.order_id))
     assert sent["To"] == "grace@example.com"
     assert str(order.order_id) in sent["Subject"]
     assert sent.get_content().startswith(greeting)
@@ -208,7 +179,9 @@ async def test_each_order_outcome_is_emailed_once_even_when_published_twice(
         assert text in sent.get_content()
     assert len(smtp_sink.handler.about(str(order.order_id))) == 1
     assert [record["kind"] for record in await emails(email, order.order_id)] == [kind]
-    assert await published_about(databases, order.order_id) == []  # only confirmations announce
+    assert (
+        await published_about(databases.url("email"), order.order_id) == []
+    )  # only confirmations announce
 
 
 async def test_a_confirmation_arriving_after_the_cancellation_is_not_sent(
@@ -219,12 +192,12 @@ async def test_a_confirmation_arriving_after_the_cancellation_is_not_sent(
     await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is cancelled"))
     confirmed = from_orders(OrderConfirmedV1, order)
     await publish_event(rabbitmq.url, confirmed)
-    await eventually(lambda: handled(databases, confirmed))
+    await eventually(lambda: handled(databases.url("email"), confirmed))
     assert mails(smtp_sink, order.order_id, "Your order is confirmed") == []
     assert [record["kind"] for record in await emails(email, order.order_id)] == [
         "order_cancellation"
     ]
-    assert await published_about(databases, order.order_id) == []
+    assert await published_about(databases.url("email"), order.order_id) == []
 
 
 async def test_a_confirmation_before_its_order_is_retried_until_the_order_arrives(
@@ -242,6 +215,8 @@ async def test_a_confirmation_before_its_order_is_retried_until_the_order_arrive
     await publish_event(rabbitmq.url, order)
     [sent] = await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is confirmed"))
     assert "Analytical engine" in sent.get_content()
-    assert await published_about(databases, order.order_id) == ["order_confirmation.sent.v1"]
+    assert await published_about(databases.url("email"), order.order_id) == [
+        "order_confirmation.sent.v1"
+    ]
     stats = (await email.get("/health/ready")).json()["messages"]
     assert stats["dead_lettered"] == 0

@@ -1,10 +1,8 @@
 """Inventory against the real RabbitMQ and PostgreSQL, in-process."""
 
 import asyncio
-import json
 import uuid
 
-import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
 
@@ -26,10 +24,13 @@ from inventory.config import InventorySettings
 from inventory.main import MIGRATIONS, create_app
 from servicekit.rpc import ask
 from servicekit.testing import (
+    about_order,
     consumer_saw_duplicates,
     eventually,
+    handled,
     order_created_event,
     publish_event,
+    published_about,
     service_under_test,
     tap,
 )
@@ -95,37 +96,6 @@ async def reservation_is(client, order_id, status: str) -> dict | None:
 
 async def stock(client, sku) -> dict:
     return (await client.get(f"/stock/{sku}")).json()
-
-
-def about(messages, order_id) -> list:
-    return [m for m in messages if json.loads(m.body).get("order_id") == str(order_id)]
-
-
-async def query(databases, sql: str, *args) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(databases.url("inventory"))
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
-async def handled(databases, event: Event) -> bool:
-    """Whether the consumer has committed the event's effect (or its absence)."""
-    return bool(
-        await query(
-            databases, "SELECT 1 FROM processed_messages WHERE event_id = $1", event.event_id
-        )
-    )
-
-
-async def published_about(databases, order_id) -> list[str]:
-    """Routing keys of every event inventory wrote about the order, in order."""
-    rows = await query(
-        databases,
-        "SELECT routing_key FROM outbox WHERE payload->>'order_id' = $1 ORDER BY id",
-        str(order_id),
-    )
-    return [row["routing_key"] for row in rows]
 
 
 async def consumer_retried(client) -> dict | None:
@@ -252,7 +222,7 @@ async def test_cancelling_a_reserved_order_releases_its_stock(
     async with tap(rabbitmq.url, "stock.released.v1") as published:
         await publish_event(rabbitmq.url, cancelled)
         await eventually(lambda: reservation_is(inventory, order.order_id, "released"))
-        [message] = await eventually(lambda: about(published, order.order_id))
+        [message] = await eventually(lambda: about_order(published, order.order_id))
     assert await stock(inventory, sku) == {"sku": sku, "available": 5, "reserved": 0}
     released = StockReleasedV1.model_validate_json(message.body)
     assert [(line.sku, line.quantity) for line in released.lines] == [(sku, 3)]
@@ -261,7 +231,7 @@ async def test_cancelling_a_reserved_order_releases_its_stock(
         order.correlation_id,
         "inventory",
     )
-    assert await published_about(databases, order.order_id) == [
+    assert await published_about(databases.url("inventory"), order.order_id) == [
         "stock.reserved.v1",
         "stock.released.v1",
     ]
@@ -276,11 +246,13 @@ async def test_cancelling_a_rejected_order_releases_nothing(inventory, rabbitmq,
     await eventually(lambda: reservation_is(inventory, order.order_id, "rejected"))
     cancelled = order_cancelled(order, previous_status="pending")
     await publish_event(rabbitmq.url, cancelled)
-    await eventually(lambda: handled(databases, cancelled))
+    await eventually(lambda: handled(databases.url("inventory"), cancelled))
     assert (await reservation(inventory, order.order_id))["status"] == "rejected"
     assert await stock(inventory, sku) == {"sku": sku, "available": 1, "reserved": 0}
     assert await stock(inventory, other) == {"sku": other, "available": 4, "reserved": 0}
-    assert await published_about(databases, order.order_id) == ["stock.rejected.v1"]
+    assert await published_about(databases.url("inventory"), order.order_id) == [
+        "stock.rejected.v1"
+    ]
 
 
 async def test_a_cancellation_before_its_order_is_retried_and_releases_once_the_order_arrives(
@@ -293,12 +265,12 @@ async def test_a_cancellation_before_its_order_is_retried_and_releases_once_the_
     async with tap(rabbitmq.url, "stock.released.v1") as published:
         await publish_event(rabbitmq.url, cancelled)
         await eventually(lambda: consumer_retried(inventory))  # OutOfOrder: no reservation yet
-        assert not await handled(databases, cancelled)
+        assert not await handled(databases.url("inventory"), cancelled)
         await publish_event(rabbitmq.url, order)
         await eventually(lambda: reservation_is(inventory, order.order_id, "released"))
-        await eventually(lambda: about(published, order.order_id))
+        await eventually(lambda: about_order(published, order.order_id))
     assert await stock(inventory, sku) == {"sku": sku, "available": 5, "reserved": 0}
-    assert await published_about(databases, order.order_id) == [
+    assert await published_about(databases.url("inventory"), order.order_id) == [
         "stock.reserved.v1",
         "stock.released.v1",
     ]
@@ -314,7 +286,9 @@ async def test_a_shipped_order_fulfils_its_reservation(inventory, rabbitmq, data
     await publish_event(rabbitmq.url, order_shipped(order))
     await eventually(lambda: reservation_is(inventory, order.order_id, "fulfilled"))
     assert await stock(inventory, sku) == {"sku": sku, "available": 3, "reserved": 0}
-    assert await published_about(databases, order.order_id) == ["stock.reserved.v1"]
+    assert await published_about(databases.url("inventory"), order.order_id) == [
+        "stock.reserved.v1"
+    ]
 
 
 async def test_a_fulfilled_reservation_is_not_released_by_a_late_cancellation(
@@ -327,10 +301,12 @@ async def test_a_fulfilled_reservation_is_not_released_by_a_late_cancellation(
     await eventually(lambda: reservation_is(inventory, order.order_id, "fulfilled"))
     cancelled = order_cancelled(order)
     await publish_event(rabbitmq.url, cancelled)
-    await eventually(lambda: handled(databases, cancelled))
+    await eventually(lambda: handled(databases.url("inventory"), cancelled))
     assert (await reservation(inventory, order.order_id))["status"] == "fulfilled"
     assert await stock(inventory, sku) == {"sku": sku, "available": 3, "reserved": 0}
-    assert await published_about(databases, order.order_id) == ["stock.reserved.v1"]
+    assert await published_about(databases.url("inventory"), order.order_id) == [
+        "stock.reserved.v1"
+    ]
 
 
 async def ask_availability(rabbitmq, sku: str) -> AvailabilityV1:

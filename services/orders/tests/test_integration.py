@@ -25,7 +25,14 @@ from contracts import (
 )
 from orders.config import OrdersSettings
 from orders.main import MIGRATIONS, create_app
-from servicekit.testing import eventually, publish_event, service_under_test, tap
+from servicekit.testing import (
+    about_order,
+    eventually,
+    publish_event,
+    published_about,
+    service_under_test,
+    tap,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -77,11 +84,6 @@ def unique_customer() -> str:
     return f"ada-{uuid.uuid4().hex[:8]}@example.com"
 
 
-def about(messages, order_id) -> list:
-    """The tapped messages about one order (earlier tests' events may still be arriving)."""
-    return [m for m in messages if json.loads(m.body).get("order_id") == str(order_id)]
-
-
 async def outbox(databases) -> list[tuple[str, dict]]:
     """(routing key, payload) of everything orders has published or will publish."""
     conn = await asyncpg.connect(databases.url("orders"))
@@ -90,12 +92,6 @@ async def outbox(databases) -> list[tuple[str, dict]]:
     finally:
         await conn.close()
     return [(row["routing_key"], json.loads(row["payload"])) for row in rows]
-
-
-async def published_about(databases, order_id) -> list[str]:
-    """Routing keys of every event orders wrote about the order, in order."""
-    events = await outbox(databases)
-    return [key for key, payload in events if payload["order_id"] == str(order_id)]
 
 
 async def order_of(client, order_id) -> dict:
@@ -114,7 +110,7 @@ async def place(client, rabbitmq, order=ORDER) -> OrderCreatedV2:
         response = await client.post("/orders", json=order)
         assert response.status_code == 202, response.text
         order_id = response.json()["order_id"]
-        [message] = await eventually(lambda: about(published, order_id))
+        [message] = await eventually(lambda: about_order(published, order_id))
     return OrderCreatedV2.model_validate_json(message.body)
 
 
@@ -163,9 +159,9 @@ async def test_placing_an_order_publishes_order_created_in_each_configured_versi
         response = await client.post("/orders", json=NAMED_ORDER)
         assert response.status_code == 202
         order_id = response.json()["order_id"]
-        await eventually(lambda: len(about(published, order_id)) == len(versions))
-    messages = about(published, order_id)
-    assert await published_about(databases, order_id) == [
+        await eventually(lambda: len(about_order(published, order_id)) == len(versions))
+    messages = about_order(published, order_id)
+    assert await published_about(databases.url("orders"), order_id) == [
         f"order.created.v{version}" for version in versions
     ]
     assert sorted(m.routing_key for m in messages) == [f"order.created.v{v}" for v in versions]
@@ -207,7 +203,7 @@ async def test_an_order_created_v2_carries_names_amounts_and_the_correlation_id(
         assert body["status"] == "pending"
         assert response.headers["Location"] == f"/orders/{body['order_id']}"
         assert "Idempotent-Replayed" not in response.headers
-        [message] = await eventually(lambda: about(published, body["order_id"]))
+        [message] = await eventually(lambda: about_order(published, body["order_id"]))
     event = OrderCreatedV2.model_validate_json(message.body)
     assert (message.routing_key, message.message_id, message.delivery_mode) == (
         "order.created.v2",
@@ -295,14 +291,14 @@ async def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer(
     async with tap(rabbitmq.url, "order.created.v2") as published:
         first = await orders.post("/orders", json=order, headers=key)
         again = await orders.post("/orders", json=order, headers=key)
-        await eventually(lambda: about(published, first.json()["order_id"]))
+        await eventually(lambda: about_order(published, first.json()["order_id"]))
     assert (first.status_code, again.status_code) == (202, 202)
     assert again.json() == first.json()
     assert "Idempotent-Replayed" not in first.headers
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.headers["Location"] == first.headers["Location"]
     assert await orders_placed_by(databases, order["customer_email"]) == {first.json()["order_id"]}
-    assert len(about(published, first.json()["order_id"])) == 1
+    assert len(about_order(published, first.json()["order_id"])) == 1
 
 
 async def test_an_idempotency_key_reused_with_another_body_is_refused(orders, databases) -> None:
@@ -352,7 +348,7 @@ async def test_cancelling_an_undispatched_order_announces_it(
         )
         assert response.status_code == 200, response.text
         assert response.json() == {"order_id": str(placed.order_id), "status": "cancelled"}
-        [message] = await eventually(lambda: about(published, placed.order_id))
+        [message] = await eventually(lambda: about_order(published, placed.order_id))
     event = OrderCancelledV1.model_validate_json(message.body)
     assert (event.previous_status, event.reason, event.correlation_id, event.producer) == (
         previous_status,
@@ -370,11 +366,11 @@ async def test_cancelling_twice_succeeds_and_announces_once(orders, rabbitmq, da
     async with tap(rabbitmq.url, "order.cancelled.v1") as published:
         first = await orders.post(f"/orders/{placed.order_id}/cancel")
         again = await orders.post(f"/orders/{placed.order_id}/cancel")
-        [message] = await eventually(lambda: about(published, placed.order_id))
+        [message] = await eventually(lambda: about_order(published, placed.order_id))
     assert (first.status_code, again.status_code) == (200, 200)
     assert again.json() == {"order_id": str(placed.order_id), "status": "cancelled"}
     assert OrderCancelledV1.model_validate_json(message.body).reason == "cancelled by the customer"
-    assert await published_about(databases, placed.order_id) == [
+    assert await published_about(databases.url("orders"), placed.order_id) == [
         "order.created.v2",
         "order.cancelled.v1",
     ]
@@ -392,7 +388,9 @@ async def test_a_rejected_order_cannot_be_cancelled(orders, rabbitmq, databases)
     assert response.status_code == 409
     assert "rejected" in response.json()["detail"]
     assert await status_is(orders, placed.order_id, "rejected")
-    assert "order.cancelled.v1" not in await published_about(databases, placed.order_id)
+    assert "order.cancelled.v1" not in await published_about(
+        databases.url("orders"), placed.order_id
+    )
 
 
 # What inventory and shipping report
@@ -404,7 +402,7 @@ async def test_reserved_stock_confirms_and_a_late_rejection_changes_nothing(
     placed = await place(orders, rabbitmq)
     async with tap(rabbitmq.url, "order.confirmed.v1") as published:
         reserved = await confirm(orders, rabbitmq, placed)
-        [message] = await eventually(lambda: about(published, placed.order_id))
+        [message] = await eventually(lambda: about_order(published, placed.order_id))
     confirmed = OrderConfirmedV1.model_validate_json(message.body)
     assert (confirmed.causation_id, confirmed.correlation_id, confirmed.producer) == (
         reserved.event_id,
@@ -426,7 +424,7 @@ async def test_reserved_stock_confirms_and_a_late_rejection_changes_nothing(
         "stock.rejected.v1",
     ]
     assert order["history"][-1]["note"].startswith("stale")
-    assert await published_about(databases, placed.order_id) == [
+    assert await published_about(databases.url("orders"), placed.order_id) == [
         "order.created.v2",
         "order.confirmed.v1",
     ]
@@ -438,7 +436,7 @@ async def test_rejected_stock_rejects_the_order_naming_the_short_items(orders, r
     async with tap(rabbitmq.url, "order.rejected.v1") as published:
         await publish_event(rabbitmq.url, rejected)
         await eventually(lambda: status_is(orders, placed.order_id, "rejected"))
-        [message] = await eventually(lambda: about(published, placed.order_id))
+        [message] = await eventually(lambda: about_order(published, placed.order_id))
     event = OrderRejectedV1.model_validate_json(message.body)
     assert event.short_items == rejected.rejected_lines
     assert (event.causation_id, event.correlation_id) == (rejected.event_id, placed.correlation_id)
@@ -453,7 +451,7 @@ async def test_a_dispatched_shipment_ships_the_order_and_it_can_no_longer_be_can
     async with tap(rabbitmq.url, "order.shipped.v1") as published:
         await publish_event(rabbitmq.url, dispatched)
         await eventually(lambda: status_is(orders, placed.order_id, "shipped"))
-        [message] = await eventually(lambda: about(published, placed.order_id))
+        [message] = await eventually(lambda: about_order(published, placed.order_id))
     shipped = OrderShippedV1.model_validate_json(message.body)
     assert (shipped.shipment_id, shipped.tracking_number, shipped.causation_id) == (
         dispatched.shipment_id,
@@ -506,7 +504,9 @@ async def test_stock_reserved_after_cancellation_is_recorded_as_stale(
     order = await order_of(orders, placed.order_id)
     assert order["status"] == "cancelled"
     assert [step["status"] for step in order["timeline"]] == ["pending", "cancelled"]
-    assert "order.confirmed.v1" not in await published_about(databases, placed.order_id)
+    assert "order.confirmed.v1" not in await published_about(
+        databases.url("orders"), placed.order_id
+    )
 
 
 # Availability (request-reply to inventory)

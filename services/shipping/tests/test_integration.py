@@ -1,10 +1,8 @@
 """Shipping against the real RabbitMQ and PostgreSQL, in-process."""
 
-import json
 import uuid
 from datetime import datetime, timedelta
 
-import asyncpg
 import pytest
 
 from contracts import (
@@ -19,10 +17,13 @@ from contracts import (
 )
 from contracts.versions import order_created_v1_to_v2
 from servicekit.testing import (
+    about_order,
     consumer_saw_duplicates,
     eventually,
+    handled,
     order_created_event,
     publish_event,
+    published_about,
     service_under_test,
     tap,
 )
@@ -53,37 +54,6 @@ async def shipping(rabbitmq, databases):
     """Shipping that waits for POST /shipments/{id}/dispatch."""
     async with running_shipping(rabbitmq, databases, LONG_DELAY) as client:
         yield client
-
-
-def about(messages, order_id) -> list:
-    return [m for m in messages if json.loads(m.body).get("order_id") == str(order_id)]
-
-
-async def query(databases, sql: str, *args) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(databases.url("shipping"))
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
-async def handled(databases, event: Event) -> bool:
-    """Whether the consumer has committed the event's effect (or its absence)."""
-    return bool(
-        await query(
-            databases, "SELECT 1 FROM processed_messages WHERE event_id = $1", event.event_id
-        )
-    )
-
-
-async def published_about(databases, order_id) -> list[str]:
-    """Routing keys of every event shipping wrote about the order, in order."""
-    rows = await query(
-        databases,
-        "SELECT routing_key FROM outbox WHERE payload->>'order_id' = $1 ORDER BY id",
-        str(order_id),
-    )
-    return [row["routing_key"] for row in rows]
 
 
 async def shipments(client, order_id) -> list[dict]:
@@ -146,7 +116,7 @@ async def test_an_order_gets_one_shipment_to_its_address(shipping, rabbitmq) -> 
         [shipment] = await eventually(lambda: shipments(shipping, order.order_id))
         stats = await eventually(lambda: consumer_saw_duplicates(shipping, 1))
         assert (stats["processed"], stats["retried"], stats["dead_lettered"]) == (1, 0, 0)
-        [message] = await eventually(lambda: about(published, order.order_id))
+        [message] = await eventually(lambda: about_order(published, order.order_id))
     assert shipment["status"] == "preparing"
     assert shipment["shipping_address"] == order.shipping_address.model_dump()
     assert len(await shipments(shipping, order.order_id)) == 1
@@ -169,7 +139,7 @@ async def test_a_confirmed_order_is_dispatched_once_the_handling_delay_is_over(
         confirmed = from_orders(OrderConfirmedV1, order)
         await publish_event(rabbitmq.url, confirmed)
         shipment = await eventually(lambda: shipment_is(client, order.order_id, "dispatched"))
-        [message] = await eventually(lambda: about(published, order.order_id))
+        [message] = await eventually(lambda: about_order(published, order.order_id))
     event = ShipmentDispatchedV1.model_validate_json(message.body)
     assert event.tracking_number
     assert (str(event.shipment_id), event.tracking_number) == (
@@ -190,14 +160,14 @@ async def test_a_ready_shipment_waits_out_the_delay_or_is_dispatched_by_hand_onc
     async with tap(rabbitmq.url, "shipment.dispatched.v1") as published:
         first = await shipping.post(url)
         again = await shipping.post(url)
-        [message] = await eventually(lambda: about(published, order.order_id))
+        [message] = await eventually(lambda: about_order(published, order.order_id))
     assert (first.status_code, again.status_code) == (200, 200)
     assert first.json()["status"] == "dispatched"
     assert first.json()["tracking_number"]
     assert again.json()["tracking_number"] == first.json()["tracking_number"]
     event = ShipmentDispatchedV1.model_validate_json(message.body)
     assert event.tracking_number == first.json()["tracking_number"]
-    assert await published_about(databases, order.order_id) == [
+    assert await published_about(databases.url("shipping"), order.order_id) == [
         "shipment.created.v1",
         "shipment.dispatched.v1",
     ]
@@ -230,7 +200,7 @@ async def test_a_rejected_or_cancelled_order_cancels_its_shipment_for_good(
     async with tap(rabbitmq.url, "shipment.cancelled.v1") as published:
         await publish_event(rabbitmq.url, cause)
         cancelled = await eventually(lambda: shipment_is(shipping, order.order_id, "cancelled"))
-        [message] = await eventually(lambda: about(published, order.order_id))
+        [message] = await eventually(lambda: about_order(published, order.order_id))
     assert cancelled["cancel_reason"] == reason
     event = ShipmentCancelledV1.model_validate_json(message.body)
     assert (str(event.shipment_id), event.reason, event.causation_id) == (
@@ -251,7 +221,7 @@ async def test_a_cancelled_ready_shipment_is_never_dispatched(
     await eventually(lambda: shipment_is(shipping, order.order_id, "cancelled"))
     response = await shipping.post(f"/shipments/{shipment['shipment_id']}/dispatch")
     assert response.status_code == 409
-    assert await published_about(databases, order.order_id) == [
+    assert await published_about(databases.url("shipping"), order.order_id) == [
         "shipment.created.v1",
         "shipment.cancelled.v1",
     ]
@@ -265,14 +235,14 @@ async def test_a_cancellation_after_dispatch_leaves_the_shipment_dispatched(
     assert dispatched.status_code == 200
     cancelled = order_cancelled(order)
     await publish_event(rabbitmq.url, cancelled)
-    await eventually(lambda: handled(databases, cancelled))
+    await eventually(lambda: handled(databases.url("shipping"), cancelled))
     [after] = await shipments(shipping, order.order_id)
     assert (after["status"], after["tracking_number"], after["cancel_reason"]) == (
         "dispatched",
         dispatched.json()["tracking_number"],
         None,
     )
-    assert await published_about(databases, order.order_id) == [
+    assert await published_about(databases.url("shipping"), order.order_id) == [
         "shipment.created.v1",
         "shipment.dispatched.v1",
     ]
@@ -289,7 +259,7 @@ async def test_a_confirmation_before_its_order_is_retried_until_the_shipment_exi
         return (await shipping.get("/health/ready")).json()["messages"]["retried"] >= 1
 
     await eventually(retried)  # OutOfOrder: no shipment yet
-    assert not await handled(databases, confirmed)
+    assert not await handled(databases.url("shipping"), confirmed)
     await publish_event(rabbitmq.url, order)
     shipment = await eventually(lambda: shipment_is(shipping, order.order_id, "ready"))
     assert shipment["ready_event_id"] == str(confirmed.event_id)
