@@ -21,4 +21,4 @@ schemas: install
 
 # Regenerates services/<svc>/asyncapi.json from each service's broker (also at GET /asyncapi).
 asyncapi: install
-	$(UV) run python -m servicekit.asyncapi
+	$(UV) run python deploy/asyncapi_documents.py

@@ -16,23 +16,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servicekit import registry
+from servicekit.registry import SERVICES, ServiceEntry
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass(frozen=True)
-class ServiceProcess:
-    name: str
-    module: str
-    env_prefix: str
-    default_port: int
-
-
-SERVICES = (
-    ServiceProcess("orders", "orders", "ORDERS_", 8001),
-    ServiceProcess("email", "email_service", "EMAIL_", 8002),
-    ServiceProcess("inventory", "inventory", "INVENTORY_", 8003),
-    ServiceProcess("shipping", "shipping", "SHIPPING_", 8004),
-)
 
 
 @dataclass
@@ -71,14 +60,14 @@ class Stack:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.config.ports[service]}"
 
-    def environment(self, service: ServiceProcess) -> dict[str, str]:
-        config, prefix = self.config, service.env_prefix
-        database = f"{config.database_prefix}{service.name}"
+    def environment(self, entry: ServiceEntry) -> dict[str, str]:
+        config, prefix = self.config, entry.env_prefix
+        database = f"{config.database_prefix}{entry.name}"
         env = {
             **os.environ,
             f"{prefix}RABBITMQ_URL": config.rabbitmq_url,
             f"{prefix}DATABASE_URL": f"{config.postgres_url}/{database}",
-            f"{prefix}HTTP_PORT": str(config.ports[service.name]),
+            f"{prefix}HTTP_PORT": str(config.ports[entry.name]),
             "EMAIL_SMTP_PORT": str(config.smtp_port),
             **config.service_env,
         }
@@ -109,12 +98,12 @@ class Stack:
     ) -> None:
         """Start one service: `python -m <module> serve`, or `python <launcher> <module> serve`
         when a test runs it through a wrapper script, with `env` on top of its own."""
-        service = next(s for s in SERVICES if s.name == name)
-        entry = [launcher] if launcher else ["-m"]
+        entry = registry.service(name)
+        how = [launcher] if launcher else ["-m"]
         self._spawn(
             name,
-            [sys.executable, *entry, service.module, "serve"],
-            {**self.environment(service), **(env or {})},
+            [sys.executable, *how, entry.package, "serve"],
+            {**self.environment(entry), **(env or {})},
         )
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from devstack import SERVICES, Stack, StackConfig
+from devstack import Stack, StackConfig
 from orderctl.audit import AuditConfig, AuditReport, audit
+from servicekit.registry import SERVICES
 from servicekit.testing import Databases, Vhost, free_port
 
 ADDRESS = {

@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from asyncapi_documents import committed_path, render_service
 from contracts import (
     AVAILABILITY_QUEUE,
     AvailabilityQueryV1,
@@ -18,20 +19,15 @@ from contracts import (
 from inventory.config import InventorySettings
 from inventory.main import MIGRATIONS
 from inventory.main import create_app as create_inventory
-from servicekit.asyncapi import (
-    SERVICE_PACKAGES,
-    asyncapi_document,
-    committed_path,
-    render,
-    render_service,
-)
+from servicekit.asyncapi import asyncapi_document, render
 from servicekit.consumer import accepted_events
+from servicekit.registry import SERVICES, ServiceEntry, service
 from servicekit.testing import service_under_test
 from servicekit.topology import EVENTS_EXCHANGE
 
 
-def create_app(package: str) -> FastAPI:
-    return importlib.import_module(f"{package}.main").create_app()
+def create_app(entry: ServiceEntry) -> FastAPI:
+    return importlib.import_module(f"{entry.package}.main").create_app()
 
 
 def contract_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -62,6 +58,15 @@ def refs(node: Any) -> Iterator[str]:
             yield from refs(item)
 
 
+def resolves(document: dict[str, Any], ref: str) -> bool:
+    """Whether `ref` points at something in `document`."""
+    try:
+        deref(document, {"$ref": ref})
+    except KeyError:
+        return False
+    return True
+
+
 def payloads(document: dict[str, Any], channel: str) -> dict[str, dict[str, Any]]:
     """Message name -> payload schema, for every message the channel carries."""
     return {
@@ -70,16 +75,16 @@ def payloads(document: dict[str, Any], channel: str) -> dict[str, dict[str, Any]
     }
 
 
-@pytest.mark.parametrize("package", SERVICE_PACKAGES)
-def test_committed_document_is_current(package: str) -> None:
-    path = committed_path(package)
+@pytest.mark.parametrize("entry", SERVICES, ids=lambda entry: entry.name)
+def test_committed_document_is_current(entry: ServiceEntry) -> None:
+    path = committed_path(entry)
     assert path.is_file(), f"{path} is missing: run `make asyncapi`"
-    assert path.read_text() == render_service(package), f"{path} is stale: run `make asyncapi`"
+    assert path.read_text() == render_service(entry), f"{path} is stale: run `make asyncapi`"
 
 
-@pytest.mark.parametrize("package", SERVICE_PACKAGES)
-def test_document_lists_what_the_service_consumes_and_publishes(package: str) -> None:
-    app = create_app(package)
+@pytest.mark.parametrize("entry", SERVICES, ids=lambda entry: entry.name)
+def test_document_lists_what_the_service_consumes_and_publishes(entry: ServiceEntry) -> None:
+    app = create_app(entry)
     spec, document = app.state.spec, asyncapi_document(app)
     accepted = {key: contract_schema(cls) for key, cls in accepted_events(spec.handlers).items()}
     for queue in app.state.runtime.topology.consuming_queues:
@@ -93,15 +98,16 @@ def test_document_lists_what_the_service_consumes_and_publishes(package: str) ->
         assert payloads(document, event.routing_key()) == {"Message": contract_schema(event)}
 
 
-@pytest.mark.parametrize("package", SERVICE_PACKAGES)
-def test_every_reference_resolves(package: str) -> None:
-    document = asyncapi_document(create_app(package))
-    for ref in set(refs(document)):
-        deref(document, {"$ref": ref})  # a KeyError names a reference to nothing
+@pytest.mark.parametrize("entry", SERVICES, ids=lambda entry: entry.name)
+def test_every_reference_resolves(entry: ServiceEntry) -> None:
+    document = asyncapi_document(create_app(entry))
+    references = set(refs(document))
+    assert references, "the document refers to no message or schema"
+    assert [ref for ref in sorted(references) if not resolves(document, ref)] == []
 
 
 def test_orders_publishes_order_created_v2_on_the_events_exchange() -> None:
-    document = asyncapi_document(create_app("orders"))
+    document = asyncapi_document(create_app(service("orders")))
     operation = document["operations"]["order.created.v2"]
     channel = deref(document, operation["channel"])
     assert operation["action"] == "send"
@@ -151,7 +157,7 @@ def test_document_holds_no_credentials_nor_deployment_values() -> None:
     text = render(create_inventory(settings))
     for value in ("s3cret", "rabbit.internal", "5673", "staging", "db.internal"):
         assert value not in text
-    assert text == render_service("inventory")
+    assert text == render_service(service("inventory"))
 
 
 @pytest.mark.integration
@@ -161,4 +167,4 @@ async def test_a_running_service_serves_its_document(rabbitmq, databases) -> Non
         response = await client.get("/asyncapi")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.text == render_service("inventory")
+    assert response.text == render_service(service("inventory"))

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from devstack import SERVICES
+from servicekit.registry import SERVICES
 from servicekit.testing import eventually, peek_queue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

@@ -17,9 +17,10 @@ from typing import Any
 
 import asyncpg
 
+from servicekit.registry import SERVICE_NAMES
 from servicekit.topology import dead_letter_queue_name
 
-from .broker import DEFAULT_AMQP_URL, DEFAULT_SERVICES, QueueProbe, connect, service_depths
+from .broker import DEFAULT_AMQP_URL, QueueProbe, connect, service_depths
 from .errors import CommandError
 from .text import plural, redact
 
@@ -174,7 +175,7 @@ class AuditConfig:
         urls = {
             service: (None if explicit else env.get(f"{service.upper()}_DATABASE_URL"))
             or f"{server}/{database_prefix}{service}"
-            for service in DEFAULT_SERVICES
+            for service in SERVICE_NAMES
         }
         return cls(urls, amqp_url or env.get("RABBITMQ_URL") or DEFAULT_AMQP_URL)
 

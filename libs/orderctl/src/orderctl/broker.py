@@ -20,7 +20,6 @@ from .errors import CommandError
 from .text import redact
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-DEFAULT_SERVICES = ("orders", "email", "inventory", "shipping")
 CONNECT_TIMEOUT = 10.0
 
 

@@ -18,11 +18,12 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from servicekit.registry import SERVICE_NAMES
+
 from . import views
 from .audit import AuditConfig, audit
 from .broker import (
     DEFAULT_AMQP_URL,
-    DEFAULT_SERVICES,
     QueueProbe,
     ServiceDepths,
     connect,
@@ -109,13 +110,13 @@ def list_queues(
         typer.Option(
             "--service",
             "-s",
-            help=f"Service to show; repeat for several. [default: {', '.join(DEFAULT_SERVICES)}]",
+            help=f"Service to show; repeat for several. [default: {', '.join(SERVICE_NAMES)}]",
         ),
     ] = None,
     url: AmqpUrl = DEFAULT_AMQP_URL,
 ) -> None:
     """Dead letters, messages in retry and work queue depth of each service."""
-    depths = _run(_service_depths(url, tuple(services or DEFAULT_SERVICES)))
+    depths = _run(_service_depths(url, tuple(services or SERVICE_NAMES)))
     found = [row for row in depths.values() if row is not None]
     missing = [service for service, row in depths.items() if row is None]
     if services and missing:

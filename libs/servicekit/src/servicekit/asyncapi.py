@@ -1,5 +1,5 @@
 """Each service's AsyncAPI 3.0.0 document: served at `GET /asyncapi`, committed as
-`services/<svc>/asyncapi.json`, and written or checked by `python -m servicekit.asyncapi [--check]`.
+`services/<svc>/asyncapi.json` by `make asyncapi` (deploy/asyncapi_documents.py).
 
 FastStream generates the document from the service's broker; it documents what the broker is
 told, and three things are told to it or completed here:
@@ -12,13 +12,9 @@ told, and three things are told to it or completed here:
   operation the reply named by the answer's return annotation.
 """
 
-import argparse
-import importlib
 import inspect
 import json
-import sys
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -37,9 +33,6 @@ if TYPE_CHECKING:
 SERVER_URL = "amqp://127.0.0.1:5672/"
 """The server the document names, whatever a deployment connects to: every instance serves
 the same document, with no credentials and no test virtual host in it."""
-
-SERVICE_PACKAGES = ("orders", "email_service", "inventory", "shipping")
-"""The packages whose `main.create_app()` builds a service with a committed document."""
 
 COMPONENTS = "#/components/"
 CORRELATION_ID = {"location": "$message.header#/correlation_id"}
@@ -186,35 +179,3 @@ def _refs(node: Any) -> Iterator[str]:
     elif isinstance(node, list):
         for item in node:
             yield from _refs(item)
-
-
-def committed_path(package: str) -> Path:
-    """`services/<svc>/asyncapi.json`, beside the service's `src/`."""
-    module_file = importlib.import_module(package).__file__
-    assert module_file is not None
-    return Path(module_file).resolve().parents[2] / "asyncapi.json"
-
-
-def render_service(package: str) -> str:
-    """The document of the service `<package>.main.create_app()` builds, with its defaults."""
-    create_app = importlib.import_module(f"{package}.main").create_app
-    return render(create_app())
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Write each service's asyncapi.json.")
-    parser.add_argument("--check", action="store_true", help="fail if a committed file drifts")
-    args = parser.parse_args()
-    drifted = False
-    for package in SERVICE_PACKAGES:
-        path, text = committed_path(package), render_service(package)
-        if not args.check:
-            path.write_text(text)
-        elif not path.is_file() or path.read_text() != text:
-            print(f"asyncapi drift: {path}; run `make asyncapi`", file=sys.stderr)
-            drifted = True
-    return 1 if drifted else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,14 +1,17 @@
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.registry import service
 from servicekit.settings import ServiceSettings
+
+SERVICE_ENTRY = service("email")
 
 
 class EmailSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="EMAIL_")
+    model_config = SettingsConfigDict(env_prefix=SERVICE_ENTRY.env_prefix)
 
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/email"
-    http_port: int = 8002
+    database_url: str = SERVICE_ENTRY.default_database_url
+    http_port: int = SERVICE_ENTRY.default_port
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025

@@ -3,14 +3,17 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.registry import service
 from servicekit.settings import ServiceSettings
+
+SERVICE_ENTRY = service("orders")
 
 
 class OrdersSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="ORDERS_")
+    model_config = SettingsConfigDict(env_prefix=SERVICE_ENTRY.env_prefix)
 
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/orders"
-    http_port: int = 8001
+    database_url: str = SERVICE_ENTRY.default_database_url
+    http_port: int = SERVICE_ENTRY.default_port
     order_created_versions: tuple[Literal[1, 2], ...] = Field(
         (2,),
         min_length=1,

@@ -1,14 +1,17 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.registry import service
 from servicekit.settings import ServiceSettings
+
+SERVICE_ENTRY = service("shipping")
 
 
 class ShippingSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="SHIPPING_")
+    model_config = SettingsConfigDict(env_prefix=SERVICE_ENTRY.env_prefix)
 
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/shipping"
-    http_port: int = 8004
+    database_url: str = SERVICE_ENTRY.default_database_url
+    http_port: int = SERVICE_ENTRY.default_port
     dispatch_delay: float = Field(
         30.0,
         ge=0,
