@@ -1,9 +1,13 @@
-"""Each service's command line: `python -m <service> serve|migrate`."""
+"""Each service's command line: `python -m <package> serve|migrate|healthcheck`, also
+installed as the command `<service>`."""
 
 import argparse
 import asyncio
 import logging
 import signal
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,20 +40,39 @@ def _exit_cleanly_after_graceful_shutdown() -> None:
     signal.signal(signal.SIGINT, exit_zero)
 
 
+def is_ready(settings: ServiceSettings, timeout: float = 4.0) -> bool:
+    """Whether the service these settings describe answers 200 on /health/ready."""
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    url = f"http://{host}:{settings.http_port}/health/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def main(
     name: str,
     settings_class: type[ServiceSettings],
     create_app: Callable[[ServiceSettings], FastAPI],
     migrations: Path,
 ) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m {name}")
+    parser = argparse.ArgumentParser(prog=name)
     parser.add_argument(
         "command",
-        choices=["serve", "migrate"],
-        help="serve: migrate, then serve HTTP and consume events; migrate: migrate and exit",
+        choices=["serve", "migrate", "healthcheck"],
+        help="serve: migrate, then serve HTTP and consume events; migrate: migrate and exit; "
+        "healthcheck: exit 0 if the running service is ready, 1 if not (for a container)",
+    )
+    parser.add_argument(
+        "--host", help="interface to serve HTTP on, instead of <PREFIX>_HTTP_HOST (serve only)"
     )
     args = parser.parse_args()
     settings = settings_class()
+    if args.command == "healthcheck":
+        sys.exit(0 if is_ready(settings) else 1)
+    if args.host is not None:
+        settings = settings.model_copy(update={"http_host": args.host})
     configure_logging(name, settings.log_level)
     asyncio.run(prepare_database(settings, migrations))
     if args.command == "serve":
