@@ -17,19 +17,15 @@ import uuid
 import asyncpg
 import httpx
 
-ORDERS, INVENTORY = "http://127.0.0.1:8001", "http://127.0.0.1:8003"
+from servicekit.registry import SERVICE_NAMES, SERVICES, service
+
+ORDERS, INVENTORY = service("orders").default_url, service("inventory").default_url
 ADDRESS = {
     "name": "Bench",
     "line1": "1 Load St",
     "city": "Paris",
     "postal_code": "75001",
     "country": "FR",
-}
-MODULES = {
-    "orders": "orders",
-    "email": "email_service",
-    "inventory": "inventory",
-    "shipping": "shipping",
 }
 
 
@@ -80,10 +76,10 @@ async def completed(postgres: str, order_ids: list[str]) -> dict[str, int]:
         "shipping": "SELECT count(*) FROM shipments WHERE order_id = ANY($1)",
     }
     counts = {}
-    for service, query in queries.items():
-        conn = await asyncpg.connect(f"{postgres}/{service}")
+    for name, query in queries.items():
+        conn = await asyncpg.connect(f"{postgres}/{name}")
         try:
-            counts[service] = await conn.fetchval(query, ids)
+            counts[name] = await conn.fetchval(query, ids)
         finally:
             await conn.close()
     return counts
@@ -91,15 +87,15 @@ async def completed(postgres: str, order_ids: list[str]) -> dict[str, int]:
 
 def resident_memory_mb() -> dict[str, float]:
     memory = {}
-    for service, module in MODULES.items():
+    for entry in SERVICES:
         pids = subprocess.run(
-            ["pgrep", "-f", f"python -m {module} serve"], capture_output=True, text=True
+            ["pgrep", "-f", f"python -m {entry.package} serve"], capture_output=True, text=True
         ).stdout.split()
         for pid in pids:
             with open(f"/proc/{pid}/status") as status:
                 for line in status:
                     if line.startswith("VmRSS:"):
-                        memory[service] = int(line.split()[1]) / 1024
+                        memory[entry.name] = int(line.split()[1]) / 1024
     return memory
 
 
@@ -145,7 +141,8 @@ async def main() -> None:
     print(
         "resident memory, MB (before -> after): "
         + ", ".join(
-            f"{s} {memory_before.get(s, 0):.0f} -> {memory_after.get(s, 0):.0f}" for s in MODULES
+            f"{name} {memory_before.get(name, 0):.0f} -> {memory_after.get(name, 0):.0f}"
+            for name in SERVICE_NAMES
         )
     )
 
