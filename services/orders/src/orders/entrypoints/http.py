@@ -18,7 +18,7 @@ from contracts import (
     ShippingAddress,
 )
 from contracts.common import CurrencyCode, Money, Sku
-from servicekit.http import PoolDep, RuntimeDep
+from servicekit.dependencies import PoolDep, RuntimeDep
 from servicekit.rpc import NoReply, ask
 
 from .. import handlers
