@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, FastAPI
@@ -44,7 +45,7 @@ class ServiceSpec:
     """Circuit breakers around the service's dependencies, shown by readiness."""
     responders: Sequence[Responder] = ()
     """Queries the service answers over request-reply."""
-    workers: Sequence[Callable[[asyncpg.Pool], Awaitable[None]]] = ()
+    workers: Sequence[Callable[[asyncpg.Pool], Coroutine[Any, Any, None]]] = ()
     """Background loops run for the life of the process on the service's pool, e.g. a timer
     (bind anything else they need with `functools.partial`); cancelled on stop."""
 
