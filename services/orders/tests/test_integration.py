@@ -14,20 +14,28 @@ from contracts import (
     Event,
     MoneyV2,
     OrderCancelledV1,
+    OrderConfirmationSentV1,
     OrderConfirmedV1,
     OrderCreatedV1,
     OrderCreatedV2,
     OrderRejectedV1,
     OrderShippedV1,
+    ShipmentCancelledV1,
+    ShipmentCreatedV1,
     ShipmentDispatchedV1,
     StockRejectedV1,
+    StockReleasedV1,
     StockReservedV1,
 )
+from contracts.versions import order_created_v1_to_v2
 from orders.config import OrdersSettings
 from orders.main import MIGRATIONS, create_app
+from servicekit.failures import FAILURE_ATTEMPTS, FAILURE_REASON
 from servicekit.testing import (
     about_order,
     eventually,
+    order_created_event,
+    peek_queue,
     publish_event,
     published_about,
     service_under_test,
@@ -507,6 +515,73 @@ async def test_stock_reserved_after_cancellation_is_recorded_as_stale(
     assert "order.confirmed.v1" not in await published_about(
         databases.url("orders"), placed.order_id
     )
+
+
+async def test_events_that_move_no_order_are_recorded_in_its_history_only(
+    orders, rabbitmq, databases
+) -> None:
+    placed = await place(orders, rabbitmq)
+    await confirm(orders, rabbitmq, placed)
+    shipment_id = uuid.uuid4()
+    informational = [
+        reported(
+            ShipmentCreatedV1,
+            placed,
+            "shipping",
+            shipment_id=shipment_id,
+            shipping_address=placed.shipping_address,
+        ),
+        reported(
+            OrderConfirmationSentV1,
+            placed,
+            "email",
+            email_id=uuid.uuid4(),
+            recipient=placed.customer.email,
+        ),
+        reported(StockReleasedV1, placed, "inventory", lines=[{"sku": "SKU-1", "quantity": 2}]),
+        reported(
+            ShipmentCancelledV1,
+            placed,
+            "shipping",
+            shipment_id=shipment_id,
+            reason="order_cancelled",
+        ),
+    ]
+    for event in informational:
+        await publish_event(rabbitmq.url, event)
+
+    async def recorded() -> list[dict] | None:
+        history = (await order_of(orders, placed.order_id))["history"]
+        ids = {str(event.event_id) for event in informational}
+        entries = [h for h in history if h["event_id"] in ids]
+        return entries if len(entries) == len(informational) else None
+
+    entries = await eventually(recorded)
+    assert {(h["status_after"], h["note"]) for h in entries} == {(None, None)}
+    order = await order_of(orders, placed.order_id)
+    assert (order["status"], order["shipment_id"]) == ("confirmed", None)
+    assert [step["status"] for step in order["timeline"]] == ["pending", "confirmed"]
+    assert await published_about(databases.url("orders"), placed.order_id) == [
+        "order.created.v2",
+        "order.confirmed.v1",
+    ]
+
+
+async def test_an_event_about_an_order_never_placed_is_dead_lettered_at_once(
+    orders, rabbitmq
+) -> None:
+    never_placed = order_created_v1_to_v2(order_created_event())
+    reserved = stock_reserved(never_placed)
+    await publish_event(rabbitmq.url, reserved)
+
+    async def dead_lettered() -> list:
+        letters = await peek_queue(rabbitmq.url, "orders.dlq")
+        return [m for m in letters if m.message_id == str(reserved.event_id)]
+
+    [letter] = await eventually(dead_lettered)
+    assert "unknown to the orders service" in letter.headers[FAILURE_REASON]
+    assert letter.headers[FAILURE_ATTEMPTS] == 1
+    assert (await orders.get(f"/orders/{never_placed.order_id}")).status_code == 404
 
 
 # Availability (request-reply to inventory)
