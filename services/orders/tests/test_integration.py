@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import shutil
 import time
 import uuid
 from decimal import Decimal
@@ -29,7 +30,9 @@ from contracts import (
 )
 from contracts.versions import order_created_v1_to_v2
 from orders.config import OrdersSettings
+from orders.entrypoints.http import PlaceOrderRequest
 from orders.main import MIGRATIONS, create_app
+from servicekit.db import ensure_database, migrate
 from servicekit.failures import FAILURE_ATTEMPTS, FAILURE_REASON
 from servicekit.testing import (
     about_order,
@@ -338,6 +341,90 @@ async def test_concurrent_requests_with_one_idempotency_key_place_one_order(
     assert sum("Idempotent-Replayed" not in r.headers for r in responses) == 1
     assert await orders_placed_by(databases, order["customer_email"]) == {order_id}
     assert (await order_of(orders, order_id))["status"] == "pending"
+
+
+async def database_with_a_key_stored_before_003(
+    databases, name: str, tmp_path, *, status_code: int = 202, response: dict | None = None
+) -> tuple[str, str, uuid.UUID]:
+    """A database migrated up to 002 holding one order and the idempotency key for ORDER as
+    the code before 003 stored it (the HTTP status and body); its URL, key and order id."""
+    url = databases.url(name)
+    before_003 = tmp_path / "migrations"
+    before_003.mkdir()
+    for migration in sorted(MIGRATIONS.glob("*.sql"))[:2]:
+        shutil.copy(migration, before_003)
+    await ensure_database(url)
+    await migrate(url, before_003)
+    key, order_id = str(uuid.uuid4()), uuid.uuid4()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """INSERT INTO orders (order_id, customer_name, customer_email, lines, total,
+                                   currency, shipping_address, status, correlation_id)
+               VALUES ($1, 'Ada', 'ada@example.com', '[]', 24.80, 'EUR', $2, 'pending', $3)""",
+            order_id,
+            json.dumps(ADDRESS),
+            uuid.uuid4(),
+        )
+        await conn.execute(
+            """INSERT INTO idempotency_keys (key, request_hash, order_id, status_code, response)
+               VALUES ($1, $2, $3, $4, $5)""",
+            key,
+            PlaceOrderRequest.model_validate(ORDER).fingerprint(),
+            order_id,
+            status_code,
+            json.dumps(response or {"order_id": str(order_id), "status": "pending"}),
+        )
+    finally:
+        await conn.close()
+    return url, key, order_id
+
+
+async def test_a_key_stored_before_migration_003_replays_the_answer_it_gave(
+    rabbitmq, databases, tmp_path
+) -> None:
+    url, key, order_id = await database_with_a_key_stored_before_003(
+        databases, "orders_keys_before_003", tmp_path
+    )
+    settings = OrdersSettings(database_url=url, rabbitmq_url=rabbitmq.url)
+    async with service_under_test(create_app, settings, MIGRATIONS, "orders") as client:
+        again = await client.post("/orders", json=ORDER, headers={"Idempotency-Key": key})
+        other = {**ORDER, "items": [{"sku": "SKU-1", "quantity": 3, "unit_price": "9.90"}]}
+        refused = await client.post("/orders", json=other, headers={"Idempotency-Key": key})
+    assert again.status_code == 202
+    assert again.json() == {"order_id": str(order_id), "status": "pending"}
+    assert again.headers["Location"] == f"/orders/{order_id}"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["type"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        pytest.param({"status_code": 201}, id="another-status-code"),
+        pytest.param(
+            {"response": {"order_id": str(uuid.uuid4()), "status": "pending"}},
+            id="another-order-id",
+        ),
+    ],
+)
+async def test_migration_003_refuses_a_stored_answer_it_could_not_rebuild(
+    databases, tmp_path, stored
+) -> None:
+    name = f"orders_odd_key_{uuid.uuid4().hex[:8]}"
+    url, _, _ = await database_with_a_key_stored_before_003(databases, name, tmp_path, **stored)
+    with pytest.raises(asyncpg.RaiseError, match="cannot rebuild"):
+        await migrate(url, MIGRATIONS)
+    conn = await asyncpg.connect(url)
+    try:
+        columns = await conn.fetch(
+            """SELECT column_name FROM information_schema.columns
+               WHERE table_name = 'idempotency_keys'"""
+        )
+    finally:
+        await conn.close()
+    assert {"status_code", "response"} <= {row["column_name"] for row in columns}
 
 
 # Cancelling

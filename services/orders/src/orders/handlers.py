@@ -8,7 +8,6 @@ what they did; orders decides what that means for the order and announces each c
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -67,14 +66,12 @@ class IdempotencyKey:
 
 @dataclass(frozen=True)
 class PlacedOrder:
-    status_code: int
-    body: dict[str, Any]
+    order_id: UUID
+    status: OrderStatus
+    """The status placing the order left it in."""
     replayed: bool
-    """True when this is the stored answer to an earlier request with the same key."""
-
-    @property
-    def order_id(self) -> str:
-        return self.body["order_id"]
+    """True when an earlier request with the same idempotency key placed it: this one
+    placed nothing."""
 
 
 class IdempotencyKeyReused(Exception):
@@ -98,7 +95,8 @@ async def place_order(
     idempotency: IdempotencyKey | None = None,
 ) -> PlacedOrder:
     """Store a pending order, its `order.created` event (in each of `versions`) and its
-    idempotency key in one transaction; or answer as the first request with that key did."""
+    idempotency key in one transaction; or, for a key used before, the order that first
+    request placed."""
     try:
         return await _place_once(pool, order, versions, correlation_id, idempotency)
     except asyncpg.UniqueViolationError as exc:
@@ -123,7 +121,9 @@ async def _place_once(
                     raise IdempotencyKeyReused(
                         "this Idempotency-Key was already used for a different request body"
                     )
-                return PlacedOrder(earlier["status_code"], earlier["response"], replayed=True)
+                return PlacedOrder(
+                    earlier["order_id"], OrderStatus(earlier["status"]), replayed=True
+                )
         event = OrderCreatedV2(
             order_id=uuid4(),
             customer=order.customer,
@@ -137,17 +137,10 @@ async def _place_once(
         await repository.append_history(conn, event.order_id, event, OrderStatus.PENDING)
         for version in versions:
             await add_to_outbox(conn, as_version(event, version))
-        placed = PlacedOrder(
-            202, {"order_id": str(event.order_id), "status": OrderStatus.PENDING}, replayed=False
-        )
+        placed = PlacedOrder(event.order_id, OrderStatus.PENDING, replayed=False)
         if idempotency is not None:
             await repository.insert_idempotency_key(
-                conn,
-                idempotency.key,
-                idempotency.request_hash,
-                event.order_id,
-                placed.status_code,
-                placed.body,
+                conn, idempotency.key, idempotency.request_hash, placed.order_id, placed.status
             )
     log.info("order %s placed; event %s in the outbox", event.order_id, event.event_id)
     return placed
