@@ -17,7 +17,7 @@ test: install
 
 # Regenerates contracts/schemas/; refuses a breaking change to a committed schema.
 schemas: install
-	$(UV) run python -m contracts.schemas
+	$(UV) run python -m contracts.schema_files
 
 # Regenerates services/<svc>/asyncapi.json from each service's broker (also at GET /asyncapi).
 asyncapi: install

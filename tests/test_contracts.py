@@ -13,7 +13,8 @@ from contracts import (
     OrderCreatedV2,
     StockReservedV1,
 )
-from contracts.schemas import SCHEMA_DIR, drifted_files, write_schemas
+from contracts.schema_files import drifted_files, write_schemas
+from contracts.schemas import SCHEMA_DIR
 from contracts.versions import as_version, readable_as, upcast
 
 

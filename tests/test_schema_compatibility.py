@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from contracts import Event, OrderCancelledV1, OrderCreatedV1
 from contracts.compatibility import Schema, breaking_changes, check
-from contracts.schemas import SCHEMA_DIR, BreakingSchemaChange, drifted_files, write_schemas
+from contracts.schema_files import BreakingSchemaChange, drifted_files, write_schemas
+from contracts.schemas import SCHEMA_DIR
 
 Edit = Callable[[Schema], None]
 

@@ -24,6 +24,7 @@ branch of each side).
 
 `check()` runs it for every committed file against what the code publishes now; a
 committed version the code no longer publishes is breaking too, a new version is not.
+`contracts.schema_files` runs the same check before it writes the files.
 """
 
 import argparse

@@ -6,7 +6,7 @@ import pytest
 
 from contracts import RejectedLineV1
 from contracts.versions import order_created_v1_to_v2
-from email_service.domain.messages import (
+from email_service.domain.emails import (
     CustomerOrder,
     EmailKind,
     is_superseded,

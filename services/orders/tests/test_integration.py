@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import shutil
 import time
 import uuid
 from decimal import Decimal
@@ -14,20 +15,30 @@ from contracts import (
     Event,
     MoneyV2,
     OrderCancelledV1,
+    OrderConfirmationSentV1,
     OrderConfirmedV1,
     OrderCreatedV1,
     OrderCreatedV2,
     OrderRejectedV1,
     OrderShippedV1,
+    ShipmentCancelledV1,
+    ShipmentCreatedV1,
     ShipmentDispatchedV1,
     StockRejectedV1,
+    StockReleasedV1,
     StockReservedV1,
 )
+from contracts.versions import order_created_v1_to_v2
 from orders.config import OrdersSettings
+from orders.entrypoints.http import PlaceOrderRequest
 from orders.main import MIGRATIONS, create_app
+from servicekit.db import ensure_database, migrate
+from servicekit.failures import FAILURE_ATTEMPTS, FAILURE_REASON
 from servicekit.testing import (
     about_order,
     eventually,
+    order_created_event,
+    peek_queue,
     publish_event,
     published_about,
     service_under_test,
@@ -332,6 +343,90 @@ async def test_concurrent_requests_with_one_idempotency_key_place_one_order(
     assert (await order_of(orders, order_id))["status"] == "pending"
 
 
+async def database_with_a_key_stored_before_003(
+    databases, name: str, tmp_path, *, status_code: int = 202, response: dict | None = None
+) -> tuple[str, str, uuid.UUID]:
+    """A database migrated up to 002 holding one order and the idempotency key for ORDER as
+    the code before 003 stored it (the HTTP status and body); its URL, key and order id."""
+    url = databases.url(name)
+    before_003 = tmp_path / "migrations"
+    before_003.mkdir()
+    for migration in sorted(MIGRATIONS.glob("*.sql"))[:2]:
+        shutil.copy(migration, before_003)
+    await ensure_database(url)
+    await migrate(url, before_003)
+    key, order_id = str(uuid.uuid4()), uuid.uuid4()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """INSERT INTO orders (order_id, customer_name, customer_email, lines, total,
+                                   currency, shipping_address, status, correlation_id)
+               VALUES ($1, 'Ada', 'ada@example.com', '[]', 24.80, 'EUR', $2, 'pending', $3)""",
+            order_id,
+            json.dumps(ADDRESS),
+            uuid.uuid4(),
+        )
+        await conn.execute(
+            """INSERT INTO idempotency_keys (key, request_hash, order_id, status_code, response)
+               VALUES ($1, $2, $3, $4, $5)""",
+            key,
+            PlaceOrderRequest.model_validate(ORDER).fingerprint(),
+            order_id,
+            status_code,
+            json.dumps(response or {"order_id": str(order_id), "status": "pending"}),
+        )
+    finally:
+        await conn.close()
+    return url, key, order_id
+
+
+async def test_a_key_stored_before_migration_003_replays_the_answer_it_gave(
+    rabbitmq, databases, tmp_path
+) -> None:
+    url, key, order_id = await database_with_a_key_stored_before_003(
+        databases, "orders_keys_before_003", tmp_path
+    )
+    settings = OrdersSettings(database_url=url, rabbitmq_url=rabbitmq.url)
+    async with service_under_test(create_app, settings, MIGRATIONS, "orders") as client:
+        again = await client.post("/orders", json=ORDER, headers={"Idempotency-Key": key})
+        other = {**ORDER, "items": [{"sku": "SKU-1", "quantity": 3, "unit_price": "9.90"}]}
+        refused = await client.post("/orders", json=other, headers={"Idempotency-Key": key})
+    assert again.status_code == 202
+    assert again.json() == {"order_id": str(order_id), "status": "pending"}
+    assert again.headers["Location"] == f"/orders/{order_id}"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["type"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        pytest.param({"status_code": 201}, id="another-status-code"),
+        pytest.param(
+            {"response": {"order_id": str(uuid.uuid4()), "status": "pending"}},
+            id="another-order-id",
+        ),
+    ],
+)
+async def test_migration_003_refuses_a_stored_answer_it_could_not_rebuild(
+    databases, tmp_path, stored
+) -> None:
+    name = f"orders_odd_key_{uuid.uuid4().hex[:8]}"
+    url, _, _ = await database_with_a_key_stored_before_003(databases, name, tmp_path, **stored)
+    with pytest.raises(asyncpg.RaiseError, match="cannot rebuild"):
+        await migrate(url, MIGRATIONS)
+    conn = await asyncpg.connect(url)
+    try:
+        columns = await conn.fetch(
+            """SELECT column_name FROM information_schema.columns
+               WHERE table_name = 'idempotency_keys'"""
+        )
+    finally:
+        await conn.close()
+    assert {"status_code", "response"} <= {row["column_name"] for row in columns}
+
+
 # Cancelling
 
 
@@ -507,6 +602,73 @@ async def test_stock_reserved_after_cancellation_is_recorded_as_stale(
     assert "order.confirmed.v1" not in await published_about(
         databases.url("orders"), placed.order_id
     )
+
+
+async def test_events_that_move_no_order_are_recorded_in_its_history_only(
+    orders, rabbitmq, databases
+) -> None:
+    placed = await place(orders, rabbitmq)
+    await confirm(orders, rabbitmq, placed)
+    shipment_id = uuid.uuid4()
+    informational = [
+        reported(
+            ShipmentCreatedV1,
+            placed,
+            "shipping",
+            shipment_id=shipment_id,
+            shipping_address=placed.shipping_address,
+        ),
+        reported(
+            OrderConfirmationSentV1,
+            placed,
+            "email",
+            email_id=uuid.uuid4(),
+            recipient=placed.customer.email,
+        ),
+        reported(StockReleasedV1, placed, "inventory", lines=[{"sku": "SKU-1", "quantity": 2}]),
+        reported(
+            ShipmentCancelledV1,
+            placed,
+            "shipping",
+            shipment_id=shipment_id,
+            reason="order_cancelled",
+        ),
+    ]
+    for event in informational:
+        await publish_event(rabbitmq.url, event)
+
+    async def recorded() -> list[dict] | None:
+        history = (await order_of(orders, placed.order_id))["history"]
+        ids = {str(event.event_id) for event in informational}
+        entries = [h for h in history if h["event_id"] in ids]
+        return entries if len(entries) == len(informational) else None
+
+    entries = await eventually(recorded)
+    assert {(h["status_after"], h["note"]) for h in entries} == {(None, None)}
+    order = await order_of(orders, placed.order_id)
+    assert (order["status"], order["shipment_id"]) == ("confirmed", None)
+    assert [step["status"] for step in order["timeline"]] == ["pending", "confirmed"]
+    assert await published_about(databases.url("orders"), placed.order_id) == [
+        "order.created.v2",
+        "order.confirmed.v1",
+    ]
+
+
+async def test_an_event_about_an_order_never_placed_is_dead_lettered_at_once(
+    orders, rabbitmq
+) -> None:
+    never_placed = order_created_v1_to_v2(order_created_event())
+    reserved = stock_reserved(never_placed)
+    await publish_event(rabbitmq.url, reserved)
+
+    async def dead_lettered() -> list:
+        letters = await peek_queue(rabbitmq.url, "orders.dlq")
+        return [m for m in letters if m.message_id == str(reserved.event_id)]
+
+    [letter] = await eventually(dead_lettered)
+    assert "unknown to the orders service" in letter.headers[FAILURE_REASON]
+    assert letter.headers[FAILURE_ATTEMPTS] == 1
+    assert (await orders.get(f"/orders/{never_placed.order_id}")).status_code == 404
 
 
 # Availability (request-reply to inventory)

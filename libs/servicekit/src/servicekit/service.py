@@ -6,9 +6,11 @@ the app's lifespan starts, so tests can build as many apps as they like.
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, FastAPI
@@ -43,8 +45,9 @@ class ServiceSpec:
     """Circuit breakers around the service's dependencies, shown by readiness."""
     responders: Sequence[Responder] = ()
     """Queries the service answers over request-reply."""
-    workers: Sequence[Callable[["ServiceRuntime"], Awaitable[None]]] = ()
-    """Background loops run for the life of the process, e.g. a timer; cancelled on stop."""
+    workers: Sequence[Callable[[asyncpg.Pool], Coroutine[Any, Any, None]]] = ()
+    """Background loops run for the life of the process on the service's pool, e.g. a timer
+    (bind anything else they need with `functools.partial`); cancelled on stop."""
 
 
 @dataclass
@@ -136,7 +139,7 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         connecting = asyncio.create_task(runtime.connect_broker(), name="connect-broker")
         relaying = asyncio.create_task(relay.run(), name="outbox-relay")
         working = [
-            asyncio.create_task(work(runtime), name=getattr(work, "__name__", "worker"))
+            asyncio.create_task(work(runtime.pool), name=_name_of(work))
             for work in spec.workers
         ]
         try:
@@ -163,3 +166,10 @@ def build_app(spec: ServiceSpec) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+def _name_of(work: Callable[..., object]) -> str:
+    """A worker's task name: its function's, through any `functools.partial`."""
+    while isinstance(work, functools.partial):
+        work = work.func
+    return getattr(work, "__name__", "worker")

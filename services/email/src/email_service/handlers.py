@@ -24,7 +24,7 @@ from servicekit.consumer import OutOfOrder
 from servicekit.outbox import add_to_outbox
 
 from .adapters import repository
-from .domain.messages import (
+from .domain.emails import (
     CustomerOrder,
     OutgoingEmail,
     is_superseded,

@@ -8,7 +8,6 @@ what they did; orders decides what that means for the order and announces each c
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -18,14 +17,18 @@ from contracts import (
     Event,
     MoneyV2,
     OrderCancelledV1,
+    OrderConfirmationSentV1,
     OrderConfirmedV1,
     OrderCreatedV2,
     OrderLineV2,
     OrderRejectedV1,
     OrderShippedV1,
+    ShipmentCancelledV1,
+    ShipmentCreatedV1,
     ShipmentDispatchedV1,
     ShippingAddress,
     StockRejectedV1,
+    StockReleasedV1,
     StockReservedV1,
 )
 from contracts.versions import as_version
@@ -33,7 +36,14 @@ from servicekit.consumer import PermanentFailure
 from servicekit.outbox import add_to_outbox
 
 from .adapters import repository
-from .domain.order import OrderStatus, cancellation_refused, is_stale, status_after
+from .domain.order import (
+    CONFIRMATION,
+    DISPATCH,
+    REJECTION,
+    OrderStatus,
+    Transition,
+    cancellation_refused,
+)
 
 SERVICE = "orders"
 log = logging.getLogger(__name__)
@@ -56,14 +66,12 @@ class IdempotencyKey:
 
 @dataclass(frozen=True)
 class PlacedOrder:
-    status_code: int
-    body: dict[str, Any]
+    order_id: UUID
+    status: OrderStatus
+    """The status placing the order left it in."""
     replayed: bool
-    """True when this is the stored answer to an earlier request with the same key."""
-
-    @property
-    def order_id(self) -> str:
-        return self.body["order_id"]
+    """True when an earlier request with the same idempotency key placed it: this one
+    placed nothing."""
 
 
 class IdempotencyKeyReused(Exception):
@@ -87,7 +95,8 @@ async def place_order(
     idempotency: IdempotencyKey | None = None,
 ) -> PlacedOrder:
     """Store a pending order, its `order.created` event (in each of `versions`) and its
-    idempotency key in one transaction; or answer as the first request with that key did."""
+    idempotency key in one transaction; or, for a key used before, the order that first
+    request placed."""
     try:
         return await _place_once(pool, order, versions, correlation_id, idempotency)
     except asyncpg.UniqueViolationError as exc:
@@ -112,7 +121,9 @@ async def _place_once(
                     raise IdempotencyKeyReused(
                         "this Idempotency-Key was already used for a different request body"
                     )
-                return PlacedOrder(earlier["status_code"], earlier["response"], replayed=True)
+                return PlacedOrder(
+                    earlier["order_id"], OrderStatus(earlier["status"]), replayed=True
+                )
         event = OrderCreatedV2(
             order_id=uuid4(),
             customer=order.customer,
@@ -126,17 +137,10 @@ async def _place_once(
         await repository.append_history(conn, event.order_id, event, OrderStatus.PENDING)
         for version in versions:
             await add_to_outbox(conn, as_version(event, version))
-        placed = PlacedOrder(
-            202, {"order_id": str(event.order_id), "status": OrderStatus.PENDING}, replayed=False
-        )
+        placed = PlacedOrder(event.order_id, OrderStatus.PENDING, replayed=False)
         if idempotency is not None:
             await repository.insert_idempotency_key(
-                conn,
-                idempotency.key,
-                idempotency.request_hash,
-                event.order_id,
-                placed.status_code,
-                placed.body,
+                conn, idempotency.key, idempotency.request_hash, placed.order_id, placed.status
             )
     log.info("order %s placed; event %s in the outbox", event.order_id, event.event_id)
     return placed
@@ -166,55 +170,89 @@ async def cancel_order(pool: asyncpg.Pool, order_id: UUID, reason: str) -> None:
     log.info("order %s: %s -> cancelled (%s)", order_id, current, reason)
 
 
-async def apply_event(conn: asyncpg.Connection, event: Event) -> None:
-    """Record an event about an order; move the order on if it applies, and announce it.
+async def confirm_order(conn: asyncpg.Connection, event: StockReservedV1) -> None:
+    """Inventory reserved every line: a pending order is confirmed."""
+    announcement = OrderConfirmedV1.caused_by(event, producer=SERVICE, order_id=event.order_id)
+    await _move(conn, event, event.order_id, CONFIRMATION, announcement)
+
+
+async def reject_order(conn: asyncpg.Connection, event: StockRejectedV1) -> None:
+    """Inventory could not reserve some line: a pending order is rejected, naming them."""
+    announcement = OrderRejectedV1.caused_by(
+        event, producer=SERVICE, order_id=event.order_id, short_items=event.rejected_lines
+    )
+    await _move(conn, event, event.order_id, REJECTION, announcement)
+
+
+async def ship_order(conn: asyncpg.Connection, event: ShipmentDispatchedV1) -> None:
+    """Shipping sent the parcel: a confirmed order is shipped, with its tracking number."""
+    announcement = OrderShippedV1.caused_by(
+        event,
+        producer=SERVICE,
+        order_id=event.order_id,
+        shipment_id=event.shipment_id,
+        tracking_number=event.tracking_number,
+    )
+    shipped = await _move(
+        conn,
+        event,
+        event.order_id,
+        DISPATCH,
+        announcement,
+        shipment_id=event.shipment_id,
+        tracking_number=event.tracking_number,
+    )
+    if not shipped:
+        log.warning(
+            "order %s: shipment %s left after cancellation", event.order_id, event.shipment_id
+        )
+
+
+async def record_in_history(
+    conn: asyncpg.Connection,
+    event: StockReleasedV1 | ShipmentCreatedV1 | ShipmentCancelledV1 | OrderConfirmationSentV1,
+) -> None:
+    """An event that moves no order, only recorded in its history."""
+    current = await _status_of(conn, event.order_id)
+    await repository.append_history(conn, event.order_id, event, None)
+    log.info("order %s stays %s on %s", event.order_id, current, event.routing_key())
+
+
+async def _move(
+    conn: asyncpg.Connection,
+    event: Event,
+    order_id: UUID,
+    transition: Transition,
+    announcement: Event,
+    *,
+    shipment_id: UUID | None = None,
+    tracking_number: str | None = None,
+) -> bool:
+    """Record `event` in the order's history and, if `transition` applies, move the order
+    and write `announcement` to the outbox; whether the order moved.
 
     A stale event (e.g. stock reserved after the customer cancelled) is recorded with a note
     and moves nothing: inventory releases that stock when it sees the cancellation.
     """
-    order_id: UUID = event.order_id  # type: ignore[attr-defined] - every consumed event has one
+    current = await _status_of(conn, order_id)
+    new = transition.status_after(current)
+    if new is None:
+        note = f"stale: the order was already {current}"
+        await repository.append_history(conn, order_id, event, None, note)
+        log.info("order %s stays %s on %s", order_id, current, event.routing_key())
+        return False
+    await repository.append_history(conn, order_id, event, new)
+    await repository.set_status(
+        conn, order_id, new, shipment_id=shipment_id, tracking_number=tracking_number
+    )
+    await add_to_outbox(conn, announcement)
+    log.info("order %s: %s -> %s", order_id, current, new)
+    return True
+
+
+async def _status_of(conn: asyncpg.Connection, order_id: UUID) -> OrderStatus:
+    """The order's status, its row locked until the transaction ends."""
     order = await repository.lock_order(conn, order_id)
     if order is None:
         raise PermanentFailure(f"order {order_id} is unknown to the orders service")
-    current = OrderStatus(order["status"])
-    new = status_after(current, event.event_type)
-    if new == current:
-        stale = is_stale(current, event.event_type)
-        note = f"stale: the order was already {current}" if stale else None
-        await repository.append_history(conn, order_id, event, None, note)
-        if stale and isinstance(event, ShipmentDispatchedV1):
-            log.warning(
-                "order %s: shipment %s left after cancellation", order_id, event.shipment_id
-            )
-        log.info("order %s stays %s on %s", order_id, current, event.routing_key())
-        return
-    await repository.append_history(conn, order_id, event, new)
-    await repository.set_status(
-        conn,
-        order_id,
-        new,
-        shipment_id=getattr(event, "shipment_id", None),
-        tracking_number=getattr(event, "tracking_number", None),
-    )
-    await add_to_outbox(conn, _announcement(event))
-    log.info("order %s: %s -> %s", order_id, current, new)
-
-
-def _announcement(cause: Event) -> Event:
-    """What orders tells everyone once `cause` moved the order."""
-    match cause:
-        case StockReservedV1():
-            return OrderConfirmedV1.caused_by(cause, producer=SERVICE, order_id=cause.order_id)
-        case StockRejectedV1():
-            return OrderRejectedV1.caused_by(
-                cause, producer=SERVICE, order_id=cause.order_id, short_items=cause.rejected_lines
-            )
-        case ShipmentDispatchedV1():
-            return OrderShippedV1.caused_by(
-                cause,
-                producer=SERVICE,
-                order_id=cause.order_id,
-                shipment_id=cause.shipment_id,
-                tracking_number=cause.tracking_number,
-            )
-    raise AssertionError(f"{cause.routing_key()} moves no order")
+    return OrderStatus(order["status"])

@@ -1,6 +1,5 @@
-"""Shipping use cases, called by the AMQP and HTTP entrypoints and the dispatcher."""
+"""Shipping use cases, called by the AMQP, HTTP and dispatcher entrypoints."""
 
-import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -19,7 +18,6 @@ from contracts import (
 )
 from servicekit.consumer import OutOfOrder
 from servicekit.outbox import add_to_outbox
-from servicekit.service import ServiceRuntime
 
 from .adapters import repository
 from .domain.shipment import (
@@ -127,20 +125,6 @@ async def dispatch_due(pool: asyncpg.Pool) -> int:
         for shipment in due:
             await _dispatch(conn, shipment)
     return len(due)
-
-
-async def run_dispatcher(runtime: ServiceRuntime) -> None:
-    """Dispatch due shipments for the life of the process; survives database outages.
-    A failing batch rolls back whole and is tried again, so nothing is dispatched twice."""
-    interval = runtime.settings.dispatch_poll_interval  # type: ignore[attr-defined]
-    assert runtime.pool is not None
-    while True:
-        try:
-            if await dispatch_due(runtime.pool) == DISPATCH_BATCH:
-                continue  # more may be due
-        except Exception as exc:  # noqa: BLE001 - an outage or a bad row: never stop dispatching
-            log.warning("dispatcher: %s: %s; retrying in %gs", type(exc).__name__, exc, interval)
-        await asyncio.sleep(interval)
 
 
 async def _dispatch(conn: asyncpg.Connection, shipment: asyncpg.Record) -> asyncpg.Record:

@@ -1,5 +1,6 @@
 """Composition root of the shipping service."""
 
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -9,8 +10,9 @@ from servicekit.service import ServiceSpec, build_app
 
 from .config import ShippingSettings
 from .entrypoints.amqp import event_handlers
+from .entrypoints.dispatcher import run_dispatcher
 from .entrypoints.http import router
-from .handlers import SERVICE, run_dispatcher
+from .handlers import SERVICE
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -24,6 +26,6 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
             routers=[router],
             handlers=event_handlers(settings),
             publishes=[ShipmentCreatedV1, ShipmentDispatchedV1, ShipmentCancelledV1],
-            workers=[run_dispatcher],
+            workers=[partial(run_dispatcher, interval=settings.dispatch_poll_interval)],
         )
     )

@@ -5,7 +5,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ..domain.messages import CustomerOrder, OutgoingEmail
+from ..domain.emails import CustomerOrder, OutgoingEmail
 
 
 async def remember_order(conn: asyncpg.Connection, order: CustomerOrder) -> None:

@@ -8,7 +8,7 @@ from servicekit.breaker import CircuitBreaker
 from servicekit.consumer import PermanentFailure
 
 from ..config import EmailSettings
-from ..domain.messages import OutgoingEmail
+from ..domain.emails import OutgoingEmail
 
 
 class SmtpSender:

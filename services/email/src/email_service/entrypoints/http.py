@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from servicekit.http import PoolDep
+from servicekit.dependencies import PoolDep
 
 from ..adapters import repository
 

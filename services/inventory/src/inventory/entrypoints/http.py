@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from contracts.common import Sku
-from servicekit.http import PoolDep
+from servicekit.dependencies import PoolDep
 
 from .. import handlers
 from ..adapters import repository

@@ -106,8 +106,10 @@ async def fetch_order(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any
 
 
 async def find_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
+    """The request fingerprint a key was first used with, and the order that request placed
+    (`order_id`, and the `status` placing it left the order in)."""
     return await conn.fetchrow(
-        "SELECT request_hash, status_code, response FROM idempotency_keys WHERE key = $1", key
+        "SELECT request_hash, order_id, status FROM idempotency_keys WHERE key = $1", key
     )
 
 
@@ -116,15 +118,13 @@ async def insert_idempotency_key(
     key: str,
     request_hash: str,
     order_id: UUID,
-    status_code: int,
-    response: dict[str, Any],
+    status: OrderStatus,
 ) -> None:
     await conn.execute(
-        """INSERT INTO idempotency_keys (key, request_hash, order_id, status_code, response)
-           VALUES ($1, $2, $3, $4, $5)""",
+        """INSERT INTO idempotency_keys (key, request_hash, order_id, status)
+           VALUES ($1, $2, $3, $4)""",
         key,
         request_hash,
         order_id,
-        status_code,
-        response,
+        status.value,
     )

@@ -1,6 +1,7 @@
 """Order rules: what an order costs, how its status may move, and when it may be cancelled."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
@@ -16,26 +17,29 @@ class OrderStatus(StrEnum):
 
 CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.CONFIRMED})
 
-_TRANSITIONS: dict[str, dict[OrderStatus, OrderStatus]] = {
-    "stock.reserved": {OrderStatus.PENDING: OrderStatus.CONFIRMED},
-    "stock.rejected": {OrderStatus.PENDING: OrderStatus.REJECTED},
-    "shipment.dispatched": {OrderStatus.CONFIRMED: OrderStatus.SHIPPED},
-    "order.cancelled": dict.fromkeys(CANCELLABLE, OrderStatus.CANCELLED),
-}
+
+@dataclass(frozen=True)
+class Transition:
+    """The status change one kind of event makes to an order in one of `sources`."""
+
+    sources: frozenset[OrderStatus]
+    target: OrderStatus
+
+    def status_after(self, current: OrderStatus) -> OrderStatus | None:
+        """`target` for an order in `current`, or None when the event is stale.
+
+        Events arrive late, twice, or after the customer cancelled: one that no longer
+        applies never moves an order backwards or sideways.
+        """
+        return self.target if current in self.sources else None
 
 
-def status_after(current: OrderStatus, event_type: str) -> OrderStatus:
-    """The status once `event_type` has happened; unchanged when the event does not apply.
-
-    Events arrive late, twice, or after the customer cancelled: one that no longer applies
-    never moves an order backwards or sideways.
-    """
-    return _TRANSITIONS.get(event_type, {}).get(current, current)
-
-
-def is_stale(current: OrderStatus, event_type: str) -> bool:
-    """The event would move an order in another status, but not one in `current`."""
-    return event_type in _TRANSITIONS and current not in _TRANSITIONS[event_type]
+CONFIRMATION = Transition(frozenset({OrderStatus.PENDING}), OrderStatus.CONFIRMED)
+"""Inventory reserved every line."""
+REJECTION = Transition(frozenset({OrderStatus.PENDING}), OrderStatus.REJECTED)
+"""Inventory could not reserve some line."""
+DISPATCH = Transition(frozenset({OrderStatus.CONFIRMED}), OrderStatus.SHIPPED)
+"""Shipping sent the parcel."""
 
 
 def cancellation_refused(current: OrderStatus) -> str | None:

@@ -14,16 +14,16 @@ from contracts import (
 )
 from servicekit.consumer import Handler
 
-from ..handlers import apply_event
+from ..handlers import confirm_order, record_in_history, reject_order, ship_order
 
 EVENT_HANDLERS: Mapping[type[Event], Handler] = {
-    StockReservedV1: apply_event,
-    StockRejectedV1: apply_event,
-    StockReleasedV1: apply_event,
-    ShipmentCreatedV1: apply_event,
-    ShipmentDispatchedV1: apply_event,
-    ShipmentCancelledV1: apply_event,
-    OrderConfirmationSentV1: apply_event,
+    StockReservedV1: confirm_order,
+    StockRejectedV1: reject_order,
+    StockReleasedV1: record_in_history,
+    ShipmentCreatedV1: record_in_history,
+    ShipmentDispatchedV1: ship_order,
+    ShipmentCancelledV1: record_in_history,
+    OrderConfirmationSentV1: record_in_history,
 }
 
 _ENVELOPE = ("event_id", "event_type", "producer", "occurred_at", "correlation_id")

@@ -4,8 +4,7 @@ import hashlib
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
 from pydantic import BaseModel, EmailStr, Field
 
 from contracts import (
@@ -18,7 +17,7 @@ from contracts import (
     ShippingAddress,
 )
 from contracts.common import CurrencyCode, Money, Sku
-from servicekit.http import PoolDep, RuntimeDep
+from servicekit.dependencies import PoolDep, RuntimeDep
 from servicekit.rpc import NoReply, ask
 
 from .. import handlers
@@ -95,18 +94,21 @@ IdempotencyKeyHeader = Annotated[
 async def place_order(
     body: PlaceOrderRequest,
     runtime: RuntimeDep,
+    response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
     correlation_id: Annotated[UUID | None, Header(alias="X-Correlation-ID")] = None,
-) -> JSONResponse:
-    """Accept an order; inventory, email and shipping react to its `order.created` event."""
+) -> OrderAccepted:
+    """Accept an order; inventory, email and shipping react to its `order.created` event.
+    A retry with the same Idempotency-Key and body gets the first answer again."""
     try:
         placed = await handlers.place_order(
             runtime.pool,
             body.as_new_order(),
             versions=runtime.settings.order_created_versions,
             correlation_id=correlation_id,
-            idempotency=idempotency_key
-            and handlers.IdempotencyKey(idempotency_key, body.fingerprint()),
+            idempotency=handlers.IdempotencyKey(idempotency_key, body.fingerprint())
+            if idempotency_key
+            else None,
         )
     except handlers.IdempotencyKeyReused as exc:
         raise HTTPException(
@@ -119,10 +121,10 @@ async def place_order(
                 }
             ],
         ) from exc
-    headers = {"Location": f"/orders/{placed.order_id}"}
+    response.headers["Location"] = f"/orders/{placed.order_id}"
     if placed.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(placed.body, status_code=placed.status_code, headers=headers)
+        response.headers["Idempotent-Replayed"] = "true"
+    return OrderAccepted(order_id=placed.order_id, status=placed.status.value)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderAccepted)

@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, status
 
-from servicekit.http import PoolDep
+from servicekit.dependencies import PoolDep
 
 from .. import handlers
 from ..adapters import repository
