@@ -6,13 +6,10 @@ import uuid
 import asyncpg
 import pytest
 
-from servicekit.testing import (
-    consumer_saw_duplicates,
-    eventually,
-    order_created_event,
-    peek_queue,
-    publish_raw,
-)
+from testkit.broker import peek_queue, publish_raw
+from testkit.events import order_created_event
+from testkit.polling import eventually
+from testkit.probes import consumer_saw_duplicates
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

@@ -17,14 +17,10 @@ from contracts import OrderCreatedV1
 from servicekit.consumer import PermanentFailure, RetryLater
 from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
-from servicekit.testing import (
-    eventually,
-    order_created_event,
-    peek_queue,
-    publish_event,
-    publish_raw,
-    service_under_test,
-)
+from testkit.broker import peek_queue, publish_event, publish_raw
+from testkit.events import order_created_event
+from testkit.polling import eventually
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 

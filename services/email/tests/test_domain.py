@@ -15,7 +15,7 @@ from email_service.domain.messages import (
     order_rejection,
     shipment_dispatched,
 )
-from servicekit.testing import order_created_event
+from testkit.events import order_created_event
 
 LINES = (("SKU-1", "Analytical engine", 2), ("SKU-2", "Punched card", 1))
 

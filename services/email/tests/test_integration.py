@@ -14,17 +14,11 @@ from contracts import (
 )
 from email_service.config import EmailSettings
 from email_service.main import MIGRATIONS, create_app
-from servicekit.testing import (
-    about_order,
-    consumer_saw_duplicates,
-    eventually,
-    handled,
-    order_created_event,
-    publish_event,
-    published_about,
-    service_under_test,
-    tap,
-)
+from testkit.broker import about_order, publish_event, tap
+from testkit.events import order_created_event
+from testkit.polling import eventually
+from testkit.probes import consumer_saw_duplicates, handled, published_about
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 

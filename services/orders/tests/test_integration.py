@@ -25,14 +25,10 @@ from contracts import (
 )
 from orders.config import OrdersSettings
 from orders.main import MIGRATIONS, create_app
-from servicekit.testing import (
-    about_order,
-    eventually,
-    publish_event,
-    published_about,
-    service_under_test,
-    tap,
-)
+from testkit.broker import about_order, publish_event, tap
+from testkit.polling import eventually
+from testkit.probes import published_about
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 

@@ -16,19 +16,13 @@ from contracts import (
     ShipmentDispatchedV1,
 )
 from contracts.versions import order_created_v1_to_v2
-from servicekit.testing import (
-    about_order,
-    consumer_saw_duplicates,
-    eventually,
-    handled,
-    order_created_event,
-    publish_event,
-    published_about,
-    service_under_test,
-    tap,
-)
 from shipping.config import ShippingSettings
 from shipping.main import MIGRATIONS, create_app
+from testkit.broker import about_order, publish_event, tap
+from testkit.events import order_created_event
+from testkit.polling import eventually
+from testkit.probes import consumer_saw_duplicates, handled, published_about
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 
