@@ -22,7 +22,7 @@ from servicekit.topology import (
     work_queue_name,
 )
 from testkit.broker import peek_queue, publish_raw
-from testkit.events import order_created_event
+from testkit.events import order_created
 from testkit.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def orderctl(*args: str, answer: str | None = None):
 
 
 def event_body() -> tuple[str, bytes]:
-    event = order_created_event()
+    event = order_created(version=1)
     return str(event.event_id), event.model_dump_json().encode()
 
 

@@ -7,6 +7,6 @@
 - `polling`: `eventually`, waiting with a deadline instead of a fixed sleep
 - `broker`: publish, peek at a queue, tap the `events` exchange
 - `services`: a service app in-process
-- `events`: builders of the events tests publish
+- `events`: the one builder of `order.created`
 - `probes`: what a service committed (processed events, outbox rows) and its counters
 """
