@@ -6,7 +6,7 @@
 - `smtp`: an in-process SMTP sink that keeps what it receives
 - `polling`: `eventually`, waiting with a deadline instead of a fixed sleep
 - `broker`: publish, peek at a queue, tap the `events` exchange
-- `services`: a service app in-process
+- `services`: a service app in-process, or its CLI with seams of its composition root set
 - `events`: the one builder of `order.created`
 - `probes`: what a service committed (processed events, outbox rows) and its counters
 """

@@ -1,7 +1,12 @@
-"""A service under test, its app run in-process."""
+"""A service under test: its app in-process, or its command line with seams of its
+composition root set (what the fault and rollout launchers run as a separate process)."""
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import functools
+import importlib
+import sys
+import typing
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +15,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from servicekit import cli
+from servicekit.registry import SERVICES
 from servicekit.settings import ServiceSettings
 
 from .polling import eventually
@@ -41,3 +47,23 @@ async def service_under_test(
     async with running_service(create_app(settings), name) as client:
         yield client
 
+
+def run_command_line(package: str, command: Sequence[str], **seams: Any) -> None:
+    """Run `python -m <package> <command>` as the service's own `__main__` does, but with
+    `create_app(settings, **seams)`, e.g. `consumer_factory=...`."""
+    composition_root = importlib.import_module(f"{package}.main")
+    [entry] = [s for s in SERVICES if s.package == package]
+    sys.argv = [f"{package} (test launcher)", *command]
+    cli.main(
+        entry.name,
+        _settings_class(composition_root.create_app),
+        functools.partial(composition_root.create_app, **seams),
+        composition_root.MIGRATIONS,
+    )
+
+
+def _settings_class(create_app: Callable[..., FastAPI]) -> type[ServiceSettings]:
+    """The class of `create_app(settings: <it> | None = None)`, every service's signature."""
+    hint = typing.get_type_hints(create_app)["settings"]
+    [settings_class] = [cls for cls in typing.get_args(hint) if cls is not type(None)]
+    return settings_class

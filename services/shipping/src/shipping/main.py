@@ -5,7 +5,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from contracts import ShipmentCancelledV1, ShipmentCreatedV1, ShipmentDispatchedV1
-from servicekit.service import ServiceSpec, build_app
+from servicekit.consumer import EventConsumer
+from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
 from .config import ShippingSettings
 from .entrypoints.amqp import event_handlers
@@ -15,7 +16,9 @@ from .handlers import SERVICE, run_dispatcher
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def create_app(settings: ShippingSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ShippingSettings | None = None, *, consumer_factory: ConsumerFactory = EventConsumer
+) -> FastAPI:
     settings = settings or ShippingSettings()
     return build_app(
         ServiceSpec(
@@ -25,5 +28,6 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
             handlers=event_handlers(settings),
             publishes=[ShipmentCreatedV1, ShipmentDispatchedV1, ShipmentCancelledV1],
             workers=[run_dispatcher],
-        )
+        ),
+        consumer_factory=consumer_factory,
     )
