@@ -9,7 +9,7 @@ import pytest
 from devstack import Stack, StackConfig
 from orderctl.audit import AuditConfig, AuditReport, audit
 from servicekit.registry import SERVICES
-from servicekit.testing import Databases, Vhost, free_port
+from testkit.servers import Databases, Vhost, free_port
 
 ADDRESS = {
     "name": "Ada",

@@ -5,17 +5,19 @@
 `FAULT_BUGGY_ORDER_ID`: every handler raises for that order, as a bad deploy would.
 `FAULT_HANDLER_DELAY`: every handler first sleeps that many seconds inside its transaction,
 so a test can catch messages in flight.
+
+The faults go in through the service's composition root, `create_app(consumer_factory=...)`.
 """
 
 import asyncio
 import os
-import runpy
 import sys
 
-from servicekit import consumer
+from servicekit.consumer import EventConsumer, Handler
+from testkit.services import run_command_line
 
 
-def with_faults(handler: consumer.Handler) -> consumer.Handler:
+def with_faults(handler: Handler) -> Handler:
     buggy_order = os.environ.get("FAULT_BUGGY_ORDER_ID")
     delay = float(os.environ.get("FAULT_HANDLER_DELAY", "0"))
 
@@ -28,16 +30,12 @@ def with_faults(handler: consumer.Handler) -> consumer.Handler:
     return faulty
 
 
-class FaultyConsumer(consumer.EventConsumer):
-    def __init__(self, topology, pool_provider, broker, handlers, **options) -> None:
-        faulty = {event: with_faults(handler) for event, handler in handlers.items()}
-        super().__init__(topology, pool_provider, broker, faulty, **options)
+def faulty_consumer(service, pool_provider, broker, handlers, **options) -> EventConsumer:
+    """The service's own consumer, with every handler behind `with_faults`."""
+    faulty = {event: with_faults(handler) for event, handler in handlers.items()}
+    return EventConsumer(service, pool_provider, broker, faulty, **options)
 
 
 if __name__ == "__main__":
-    import servicekit.service
-
-    servicekit.service.EventConsumer = FaultyConsumer
-    module = sys.argv[1]
-    sys.argv = [module, *sys.argv[2:]]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    package, *command = sys.argv[1:]
+    run_command_line(package, command, consumer_factory=faulty_consumer)

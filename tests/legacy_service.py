@@ -3,25 +3,26 @@
     python tests/legacy_service.py <module> serve
 
 It binds, decodes and handles `order.created.v1` alone, as the release before v2 did, and
-would dead-letter a v2 as an unknown event.
+would dead-letter a v2 as an unknown event. The service's composition root is given a
+consumer that accepts those versions (`readable_as`); its queue bindings follow from them.
 """
 
-import runpy
+import functools
 import sys
 
-from contracts import OrderCreatedV1, OrderCreatedV2, versions
+from contracts import Event, OrderCreatedV1, OrderCreatedV2, versions
+from servicekit.consumer import EventConsumer
+from testkit.services import run_command_line
 
-_readable_as = versions.readable_as
 
-
-def readable_before_v2(event_class):
+def readable_before_v2(event_class: type[Event]) -> tuple[type[Event], ...]:
+    """What the release before v2 accepted: order.created.v1 alone; every other event as now."""
     if event_class is OrderCreatedV2:
         return (OrderCreatedV1,)
-    return _readable_as(event_class)
+    return versions.readable_as(event_class)
 
 
 if __name__ == "__main__":
-    versions.readable_as = readable_before_v2
-    module = sys.argv[1]
-    sys.argv = [module, *sys.argv[2:]]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    package, *command = sys.argv[1:]
+    v1_only = functools.partial(EventConsumer, readable_as=readable_before_v2)
+    run_command_line(package, command, consumer_factory=v1_only)

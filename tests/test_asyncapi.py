@@ -22,8 +22,8 @@ from inventory.main import create_app as create_inventory
 from servicekit.asyncapi import asyncapi_document, render
 from servicekit.consumer import accepted_events
 from servicekit.registry import SERVICES, ServiceEntry, service
-from servicekit.testing import service_under_test
 from servicekit.topology import EVENTS_EXCHANGE
+from testkit.services import service_under_test
 
 
 def create_app(entry: ServiceEntry) -> FastAPI:

@@ -6,13 +6,10 @@ import uuid
 import asyncpg
 import pytest
 
-from servicekit.testing import (
-    consumer_saw_duplicates,
-    eventually,
-    order_created_event,
-    peek_queue,
-    publish_raw,
-)
+from testkit.broker import peek_queue, publish_raw
+from testkit.events import order_created
+from testkit.polling import eventually
+from testkit.probes import consumer_saw_duplicates
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -118,7 +115,7 @@ def without(event, field: str) -> bytes:
 def stock_reserved_event():
     from contracts import StockReservedV1
 
-    placed = order_created_event()
+    placed = order_created()
     return StockReservedV1.caused_by(
         placed,
         producer="inventory",
@@ -136,7 +133,7 @@ MALFORMED = b'{"event_type": "order.created", "schema_version": 1, "order_id": '
         (lambda: {"order.created.v1": MALFORMED, "stock.reserved.v1": MALFORMED}, "malformed JSON"),
         (
             lambda: {
-                "order.created.v1": without(order_created_event(), "total"),
+                "order.created.v1": without(order_created(version=1), "total"),
                 "stock.reserved.v1": without(stock_reserved_event(), "lines"),
             },
             "violates contract",

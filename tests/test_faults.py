@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from servicekit.registry import SERVICES
-from servicekit.testing import eventually, peek_queue
+from testkit.broker import peek_queue
+from testkit.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

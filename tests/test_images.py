@@ -22,30 +22,34 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 SYNC = "RUN uv sync"
 
 
-def dependency_stage_files() -> list[tuple[str, str]]:
-    """(source, destination) of each COPY before the first `uv sync`."""
-    copies = []
+def build_steps(entry: ServiceEntry) -> list[tuple[str, list[str]]]:
+    """The Dockerfile's COPY and `uv sync` steps in order, for this service:
+    ("COPY", [source, ..., destination]) or ("RUN", ["uv", "sync", ...])."""
+    steps = []
     for line in DOCKERFILE.read_text().splitlines():
-        if line.startswith(SYNC):
-            return copies
+        words = [word.strip('"') for word in line.replace("$SERVICE", entry.name).split()]
         if line.startswith("COPY "):
-            *sources, destination = line.split()[1:]
-            copies += [(source, destination) for source in sources]
-    raise AssertionError(f"{DOCKERFILE} never runs uv sync")
+            steps.append(("COPY", words[1:]))
+        elif line.startswith(SYNC):
+            steps.append(("RUN", words[1:]))
+    return steps
 
 
-def sync_commands(entry: ServiceEntry) -> list[list[str]]:
-    """The Dockerfile's `uv sync` commands, for this service."""
-    return [
-        ["uv", *line.removeprefix("RUN uv ").replace("$SERVICE", entry.name).split()]
-        for line in DOCKERFILE.read_text().splitlines()
-        if line.startswith(SYNC)
-    ]
+def copy(sources: list[str], destination: str, into: Path) -> None:
+    """COPY as Docker does it: a file into the destination folder, a folder's contents onto
+    the destination."""
+    for source in sources:
+        origin = ROOT / source
+        if origin.is_dir():
+            shutil.copytree(origin, into / destination, dirs_exist_ok=True)
+        else:
+            (into / destination).mkdir(parents=True, exist_ok=True)
+            shutil.copy(origin, into / destination / origin.name)
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        [arg.strip('"') for arg in command],
+        command,
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -60,21 +64,21 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str
 def test_a_service_installs_alone_from_the_lock_and_starts(
     entry: ServiceEntry, tmp_path: Path
 ) -> None:
-    dependencies_stage, final_stage = sync_commands(entry)
+    """The build replayed step by step in a fresh folder: the dependency stage sees only the
+    pyproject files and the lock, the final stage only the code the service runs."""
+    image, venv = tmp_path / "app", tmp_path / "venv"
+    syncs = []
+    for kind, words in build_steps(entry):
+        if kind == "COPY":
+            *sources, destination = words
+            copy(sources, destination, image)
+        else:
+            syncs.append(words)
+            run(words, image, {"UV_PROJECT_ENVIRONMENT": str(venv)})
+    dependencies_stage, final_stage = syncs
     assert "--no-install-workspace" in dependencies_stage
-    assert "--locked" in final_stage and "--no-dev" in final_stage
+    assert {"--locked", "--no-dev"} <= set(final_stage)
 
-    # The dependency stage sees only the copied pyproject files and the lock.
-    stage = tmp_path / "stage"
-    for source, destination in dependency_stage_files():
-        target = stage / destination / Path(source).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / source, target)
-    run(dependencies_stage, stage, {"UV_PROJECT_ENVIRONMENT": str(tmp_path / "deps")})
-
-    # The final stage has the whole tree: install into an environment of its own.
-    venv = tmp_path / "venv"
-    run(final_stage, ROOT, {"UV_PROJECT_ENVIRONMENT": str(venv)})
     others = [other.package for other in SERVICES if other != entry]
     run(
         [

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from servicekit.testing import eventually
+from testkit.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from servicekit.testing import eventually, peek_queue
+from testkit.broker import peek_queue
+from testkit.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

@@ -29,9 +29,9 @@ from orderctl.cli import app
 from orderctl.errors import CommandError
 from orders.main import MIGRATIONS as ORDERS_MIGRATIONS
 from servicekit.db import ensure_database, migrate
-from servicekit.testing import publish_raw
 from servicekit.topology import ServiceTopology, dead_letter_exchange_name, retry_queue_name
 from shipping.main import MIGRATIONS as SHIPPING_MIGRATIONS
+from testkit.broker import publish_raw
 
 MIGRATIONS = {
     "orders": ORDERS_MIGRATIONS,

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from orderctl.cli import app
 from servicekit import failures
-from servicekit.testing import eventually, order_created_event, peek_queue, publish_raw
 from servicekit.topology import (
     ServiceTopology,
     dead_letter_exchange_name,
@@ -22,6 +21,9 @@ from servicekit.topology import (
     wait_queue_name,
     work_queue_name,
 )
+from testkit.broker import peek_queue, publish_raw
+from testkit.events import order_created
+from testkit.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +59,7 @@ async def orderctl(*args: str, answer: str | None = None):
 
 
 def event_body() -> tuple[str, bytes]:
-    event = order_created_event()
+    event = order_created(version=1)
     return str(event.event_id), event.model_dump_json().encode()
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from servicekit.breaker import CircuitBreaker, CircuitOpen
 from servicekit.consumer import PermanentFailure, RetryLater
-from servicekit.testing import eventually
+from testkit.polling import eventually
 
 RESET_TIMEOUT = 0.2
 

@@ -2,10 +2,11 @@ import json
 from uuid import uuid4
 
 import pytest
+from faststream.rabbit import RabbitBroker
 from pydantic import ValidationError
 
-from contracts import OrderCreatedV1, StockReservedV1
-from servicekit.consumer import PermanentFailure, decode_event
+from contracts import Event, OrderCreatedV1, OrderCreatedV2, StockReservedV1
+from servicekit.consumer import EventConsumer, PermanentFailure, decode_event
 from servicekit.settings import ServiceSettings
 
 KNOWN = {StockReservedV1.routing_key(): StockReservedV1}
@@ -45,6 +46,29 @@ def test_events_this_service_does_not_handle_are_refused() -> None:
     body = json.dumps({"event_type": OrderCreatedV1.TYPE, "schema_version": 1}).encode()
     with pytest.raises(PermanentFailure, match="handled here: stock.reserved.v1"):
         decode_event(body, KNOWN)
+
+
+def test_a_consumer_binds_its_work_queue_to_exactly_the_versions_it_reads() -> None:
+    async def handle(conn, event) -> None: ...
+
+    def before_v2(event_class: type[Event]) -> tuple[type[Event], ...]:
+        return (OrderCreatedV1,) if event_class is OrderCreatedV2 else (event_class,)
+
+    def consumer(**options) -> EventConsumer:
+        handlers = {OrderCreatedV2: handle, StockReservedV1: handle}
+        return EventConsumer(
+            "probe", lambda: None, RabbitBroker(), handlers, prefetch=1, max_attempts=1, **options
+        )
+
+    assert set(consumer().topology.routing_keys) == {
+        "order.created.v2",
+        "order.created.v1",
+        "stock.reserved.v1",
+    }
+    assert set(consumer(readable_as=before_v2).topology.routing_keys) == {
+        "order.created.v1",
+        "stock.reserved.v1",
+    }
 
 
 class ExampleSettings(ServiceSettings):

@@ -17,14 +17,10 @@ from contracts import OrderCreatedV1
 from servicekit.consumer import PermanentFailure, RetryLater
 from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
-from servicekit.testing import (
-    eventually,
-    order_created_event,
-    peek_queue,
-    publish_event,
-    publish_raw,
-    service_under_test,
-)
+from testkit.broker import peek_queue, publish_event, publish_raw
+from testkit.events import order_created
+from testkit.polling import eventually
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +79,7 @@ async def test_a_transient_failure_is_retried_after_each_backoff_delay_then_has_
     probe, rabbitmq
 ) -> None:
     handler, client = probe
-    order = order_created_event()
+    order = order_created(version=1)
     handler.failures[order.order_id] = [RuntimeError("deadlock"), TimeoutError("slow")]
     await publish_event(rabbitmq.url, order)
 
@@ -99,7 +95,7 @@ async def test_out_of_attempts_a_message_reaches_the_dlq_with_its_failure_histor
     probe, rabbitmq
 ) -> None:
     handler, client = probe
-    order = order_created_event()
+    order = order_created(version=1)
     handler.failures[order.order_id] = [RuntimeError(f"bug #{n}") for n in range(10)]
     await publish_event(rabbitmq.url, order)
 
@@ -130,7 +126,7 @@ async def test_out_of_attempts_a_message_reaches_the_dlq_with_its_failure_histor
 )
 async def test_an_outage_backs_off_without_spending_attempts(probe, rabbitmq, outage) -> None:
     handler, client = probe
-    order = order_created_event()
+    order = order_created(version=1)
     handler.failures[order.order_id] = [outage] * (MAX_ATTEMPTS + 2)
     await publish_event(rabbitmq.url, order)
 
@@ -141,7 +137,7 @@ async def test_an_outage_backs_off_without_spending_attempts(probe, rabbitmq, ou
 
 async def test_a_permanent_failure_skips_retries(probe, rabbitmq) -> None:
     handler, client = probe
-    order = order_created_event()
+    order = order_created(version=1)
     handler.failures[order.order_id] = [PermanentFailure("order can never ship")]
     await publish_event(rabbitmq.url, order)
 
@@ -156,7 +152,7 @@ async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered_unhand
     probe, rabbitmq
 ) -> None:
     handler, client = probe
-    order = order_created_event()
+    order = order_created(version=1)
     crashed_twice = [
         {
             "queue": queue,

@@ -12,28 +12,20 @@ from contracts import (
     AvailabilityV1,
     Event,
     OrderCancelledV1,
-    OrderCreatedV1,
     OrderCreatedV2,
     OrderShippedV1,
     StockRejectedV1,
     StockReleasedV1,
     StockReservedV1,
 )
-from contracts.versions import order_created_v1_to_v2
 from inventory.config import InventorySettings
 from inventory.main import MIGRATIONS, create_app
 from servicekit.rpc import ask
-from servicekit.testing import (
-    about_order,
-    consumer_saw_duplicates,
-    eventually,
-    handled,
-    order_created_event,
-    publish_event,
-    published_about,
-    service_under_test,
-    tap,
-)
+from testkit.broker import about_order, publish_event, tap
+from testkit.events import order_created
+from testkit.polling import eventually
+from testkit.probes import consumer_saw_duplicates, handled, published_about
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +45,6 @@ async def inventory(rabbitmq, databases):
 
 def new_sku() -> str:
     return f"SKU-{uuid.uuid4().hex[:8]}"
-
-
-def order_created(
-    lines: list[tuple[str, int]], version: int = 2
-) -> OrderCreatedV1 | OrderCreatedV2:
-    """An order.created as orders publishes it, in `version` of the contract."""
-    v1 = order_created_event(lines)
-    return v1 if version == 1 else order_created_v1_to_v2(v1)
 
 
 def order_cancelled(order: Event, previous_status: str = "confirmed") -> OrderCancelledV1:
@@ -129,7 +113,7 @@ async def test_order_within_stock_is_reserved_and_announced(inventory, rabbitmq,
     a, b = new_sku(), new_sku()
     await inventory.put(f"/stock/{a}", json={"available": 5})
     await inventory.put(f"/stock/{b}", json={"available": 1})
-    order = order_created([(a, 2), (b, 1), (a, 1)], version)
+    order = order_created([(a, 2), (b, 1), (a, 1)], version=version)
     assert order.routing_key() == f"order.created.v{version}"
     async with tap(rabbitmq.url, "stock.*.v1") as published:
         assert (await inventory.get(f"/reservations/{order.order_id}")).status_code == 404
@@ -164,7 +148,7 @@ async def test_order_beyond_stock_reserves_nothing_and_says_why(inventory, rabbi
     a, b, unknown = new_sku(), new_sku(), new_sku()
     await inventory.put(f"/stock/{a}", json={"available": 5})
     await inventory.put(f"/stock/{b}", json={"available": 1})
-    order = order_created_event([(a, 2), (b, 4), (unknown, 1)])
+    order = order_created([(a, 2), (b, 4), (unknown, 1)])
     async with tap(rabbitmq.url, "stock.rejected.v1") as published:
         await publish_event(rabbitmq.url, order)
         found = await eventually(lambda: reservation(inventory, order.order_id))
@@ -181,7 +165,7 @@ async def test_order_beyond_stock_reserves_nothing_and_says_why(inventory, rabbi
 async def test_concurrent_orders_never_oversell(inventory, rabbitmq) -> None:
     sku = new_sku()
     await inventory.put(f"/stock/{sku}", json={"available": 5})
-    orders = [order_created_event([(sku, 1)]) for _ in range(15)]
+    orders = [order_created([(sku, 1)]) for _ in range(15)]
     await asyncio.gather(*(publish_event(rabbitmq.url, order) for order in orders))
 
     async def all_decided():
@@ -199,7 +183,7 @@ async def test_concurrent_orders_never_oversell(inventory, rabbitmq) -> None:
 async def test_a_duplicated_event_reserves_once(inventory, rabbitmq) -> None:
     sku = new_sku()
     await inventory.put(f"/stock/{sku}", json={"available": 10})
-    order = order_created_event([(sku, 3)])
+    order = order_created([(sku, 3)])
     for _ in range(3):
         await publish_event(rabbitmq.url, order)
     await eventually(lambda: reservation(inventory, order.order_id))

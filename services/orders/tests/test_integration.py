@@ -28,22 +28,16 @@ from contracts import (
     StockReleasedV1,
     StockReservedV1,
 )
-from contracts.versions import order_created_v1_to_v2
 from orders.config import OrdersSettings
 from orders.entrypoints.http import PlaceOrderRequest
 from orders.main import MIGRATIONS, create_app
 from servicekit.db import ensure_database, migrate
 from servicekit.failures import FAILURE_ATTEMPTS, FAILURE_REASON
-from servicekit.testing import (
-    about_order,
-    eventually,
-    order_created_event,
-    peek_queue,
-    publish_event,
-    published_about,
-    service_under_test,
-    tap,
-)
+from testkit.broker import about_order, peek_queue, publish_event, tap
+from testkit.events import order_created
+from testkit.polling import eventually
+from testkit.probes import published_about
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 
@@ -657,7 +651,7 @@ async def test_events_that_move_no_order_are_recorded_in_its_history_only(
 async def test_an_event_about_an_order_never_placed_is_dead_lettered_at_once(
     orders, rabbitmq
 ) -> None:
-    never_placed = order_created_v1_to_v2(order_created_event())
+    never_placed = order_created()
     reserved = stock_reserved(never_placed)
     await publish_event(rabbitmq.url, reserved)
 

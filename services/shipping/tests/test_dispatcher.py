@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import pytest
 
-from contracts.versions import order_created_v1_to_v2
 from servicekit.db import create_pool, ensure_database, migrate
-from servicekit.testing import eventually, fetch, order_created_event, published_about
 from shipping.adapters import repository
 from shipping.domain.shipment import prepare_shipment
 from shipping.entrypoints.dispatcher import run_dispatcher
 from shipping.main import MIGRATIONS
+from testkit.events import order_created
+from testkit.polling import eventually
+from testkit.probes import fetch, published_about
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ async def test_the_dispatcher_outlives_failing_batches_and_dispatches_once_it_ca
         # No tables yet: every batch fails, and the dispatcher keeps looking.
         await eventually(lambda: failed_batches(caplog) >= 2)
         await migrate(url, MIGRATIONS)
-        order = order_created_v1_to_v2(order_created_event([("SKU-1", 1)]))
+        order = order_created([("SKU-1", 1)])
         shipment = prepare_shipment(order)
         ready_event_id = uuid.uuid4()
         async with pool.acquire() as conn:

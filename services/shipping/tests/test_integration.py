@@ -15,25 +15,20 @@ from contracts import (
     ShipmentCreatedV1,
     ShipmentDispatchedV1,
 )
-from contracts.versions import order_created_v1_to_v2
-from servicekit.testing import (
-    about_order,
-    consumer_saw_duplicates,
-    eventually,
-    handled,
-    order_created_event,
-    publish_event,
-    published_about,
-    service_under_test,
-    tap,
-)
 from shipping.config import ShippingSettings
 from shipping.main import MIGRATIONS, create_app
+from testkit.broker import about_order, publish_event, tap
+from testkit.events import order_created
+from testkit.polling import eventually
+from testkit.probes import consumer_saw_duplicates, handled, published_about
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 
 LONG_DELAY = 3600.0
 """Longer than the module runs: a ready shipment waits for a manual dispatch."""
+
+LINES = [("SKU-1", 2)]
 
 
 def running_shipping(rabbitmq, databases, dispatch_delay: float):
@@ -71,10 +66,6 @@ def at(shipment: dict, field: str) -> datetime:
     return datetime.fromisoformat(shipment[field])
 
 
-def order_created() -> OrderCreatedV2:
-    return order_created_v1_to_v2(order_created_event([("SKU-1", 2)]))
-
-
 def from_orders(event_class: type[Event], order: OrderCreatedV2, **fields) -> Event:
     """A later event orders publishes about `order`."""
     return event_class.caused_by(order, producer="orders", order_id=order.order_id, **fields)
@@ -93,7 +84,7 @@ def order_rejected(order: OrderCreatedV2) -> OrderRejectedV1:
 
 async def prepared(client, rabbitmq) -> tuple[OrderCreatedV2, dict]:
     """An order whose shipment is prepared, and that shipment."""
-    order = order_created()
+    order = order_created(LINES)
     await publish_event(rabbitmq.url, order)
     shipment = await eventually(lambda: shipment_is(client, order.order_id, "preparing"))
     return order, shipment
@@ -109,7 +100,7 @@ async def ready(client, rabbitmq) -> tuple[OrderCreatedV2, OrderConfirmedV1, dic
 
 
 async def test_an_order_gets_one_shipment_to_its_address(shipping, rabbitmq) -> None:
-    order = order_created_event([("SKU-1", 2)])  # v1: upcast as it arrives
+    order = order_created(LINES, version=1)  # upcast as it arrives
     async with tap(rabbitmq.url, "shipment.created.v1") as published:
         for _ in range(2):  # the second copy is a redelivery: no second shipment
             await publish_event(rabbitmq.url, order)
@@ -251,7 +242,7 @@ async def test_a_cancellation_after_dispatch_leaves_the_shipment_dispatched(
 async def test_a_confirmation_before_its_order_is_retried_until_the_shipment_exists(
     shipping, rabbitmq, databases
 ) -> None:
-    order = order_created()
+    order = order_created(LINES)
     confirmed = from_orders(OrderConfirmedV1, order)
     await publish_event(rabbitmq.url, confirmed)
 

@@ -26,7 +26,7 @@ from .text import plural, redact
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 
-# `emails.kind`, one email of each at most per order (see email_service.domain.messages).
+# `emails.kind`, one email of each at most per order (see email_service.domain.emails).
 ORDER_CONFIRMATION = "order_confirmation"
 ORDER_REJECTION = "order_rejection"
 SHIPMENT_DISPATCHED = "shipment_dispatched"

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,12 +34,16 @@ from pydantic import ValidationError
 from contracts import Event, routing_key, versions
 
 from . import failures
-from .topology import DELIVERY_LIMIT, ServiceTopology
+from .topology import DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, ServiceTopology
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 """Runs an event's effect on a connection inside the consumer's transaction."""
+
+ReadableAs = Callable[[type[Event]], tuple[type[Event], ...]]
+"""The versions on the wire a handler of an event class accepts: `versions.readable_as`,
+unless a deploy reads fewer (a release from before a version existed)."""
 
 MAX_REASON_LENGTH = 2000
 
@@ -83,10 +87,12 @@ OUTAGES = (
 """Failures of the infrastructure rather than of the message."""
 
 
-def accepted_events(handlers: Mapping[type[Event], Handler]) -> dict[str, type[Event]]:
+def accepted_events(
+    handlers: Mapping[type[Event], Handler], readable_as: ReadableAs = versions.readable_as
+) -> dict[str, type[Event]]:
     """Routing key -> event class, for every version the handlers accept: each handler is
     written for the latest version, and older versions are upcast to it as they arrive."""
-    return {cls.routing_key(): cls for handled in handlers for cls in versions.readable_as(handled)}
+    return {cls.routing_key(): cls for handled in handlers for cls in readable_as(handled)}
 
 
 def decode_event(body: bytes, known: Mapping[str, type[Event]]) -> Event:
@@ -131,38 +137,40 @@ async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
 class EventConsumer:
     """Subscribes one service to its work and retry queues and dispatches events to handlers.
 
+    The versions it accepts (`readable_as`) are the routing keys its work queue is bound to,
+    so a deploy never binds what it would dead-letter as unknown, nor misses what it reads.
     Every consuming queue has its own prefetch window, but at most `prefetch` handlers run
     at once, so the database pool sized for `prefetch` is enough.
     """
 
     def __init__(
         self,
-        topology: ServiceTopology,
+        service: str,
         pool_provider: Callable[[], asyncpg.Pool],
         broker: RabbitBroker,
         handlers: Mapping[type[Event], Handler],
         *,
         prefetch: int,
         max_attempts: int,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        readable_as: ReadableAs = versions.readable_as,
     ) -> None:
-        self.topology = topology
+        self._known = accepted_events(handlers, readable_as)
+        self.topology = ServiceTopology(service, tuple(self._known), tuple(retry_delays))
         self.max_attempts = max_attempts
         self._pool = pool_provider
         self._broker = broker
         self.handled_events = tuple(handlers)
         self._handlers = {cls.routing_key(): handler for cls, handler in handlers.items()}
-        self._known = accepted_events(handlers)
         self._read_as = {
-            cls.routing_key(): handled
-            for handled in handlers
-            for cls in versions.readable_as(handled)
+            cls.routing_key(): handled for handled in handlers for cls in readable_as(handled)
         }
         self._running = asyncio.Semaphore(prefetch)
-        self._consuming = [queue.name for queue in topology.consuming_queues]
+        self._consuming = [queue.name for queue in self.topology.consuming_queues]
         self.stats = ConsumerStats()
         self.subscribers = [
             self._subscribe(queue, prefetch, tier)
-            for tier, queue in enumerate(topology.consuming_queues)
+            for tier, queue in enumerate(self.topology.consuming_queues)
         ]
 
     def _subscribe(self, queue: RabbitQueue, prefetch: int, tier: int) -> Any:

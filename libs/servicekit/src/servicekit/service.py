@@ -1,7 +1,9 @@
 """Build a service's FastAPI app: HTTP routes, consumers, outbox relay and health, in one process.
 
 `build_app` is what each service's `create_app()` calls; nothing touches the network until
-the app's lifespan starts, so tests can build as many apps as they like.
+the app's lifespan starts, so tests can build as many apps as they like. A test deploy
+changes what the app is built from through its parameters (`consumer_factory`), never by
+patching this module's globals.
 """
 
 import asyncio
@@ -20,7 +22,7 @@ from contracts import Event
 
 from .asyncapi import SERVER_URL, asyncapi_router, document_publishes
 from .breaker import CircuitBreaker
-from .consumer import EventConsumer, Handler, accepted_events
+from .consumer import EventConsumer, Handler
 from .db import create_pool
 from .health import health_router
 from .outbox import OutboxRelay
@@ -90,7 +92,12 @@ class ServiceRuntime:
                 return
 
 
-def build_app(spec: ServiceSpec) -> FastAPI:
+ConsumerFactory = Callable[..., EventConsumer]
+"""Called as `EventConsumer` is, and returns one (the consumer, its topology included): the
+seam through which a test deploy wraps the handlers or reads fewer versions."""
+
+
+def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventConsumer) -> FastAPI:
     settings = spec.settings
     broker = RabbitBroker(
         settings.rabbitmq_url,
@@ -102,22 +109,20 @@ def build_app(spec: ServiceSpec) -> FastAPI:
         log_level=logging.DEBUG,  # per-message lines; the consumer logs each event id itself
         specification_url=SERVER_URL,
     )
-    topology = ServiceTopology(
-        spec.name, tuple(accepted_events(spec.handlers)), settings.retry_delays
-    )
     runtime: ServiceRuntime
 
     def pool() -> asyncpg.Pool:
         assert runtime.pool is not None, "the pool exists once the app has started"
         return runtime.pool
 
-    consumer = EventConsumer(
-        topology,
+    consumer = consumer_factory(
+        spec.name,
         pool,
         broker,
         spec.handlers,
         prefetch=settings.prefetch,
         max_attempts=settings.max_attempts,
+        retry_delays=settings.retry_delays,
     )
     runtime = ServiceRuntime(
         broker=broker, consumer=consumer, settings=settings, circuits=spec.circuits

@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from contracts import OrderConfirmationSentV1
 from servicekit.breaker import CircuitBreaker
-from servicekit.service import ServiceSpec, build_app
+from servicekit.consumer import EventConsumer
+from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
 from .adapters.smtp import SmtpSender
 from .config import EmailSettings
@@ -17,7 +18,9 @@ from .handlers import SERVICE
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def create_app(settings: EmailSettings | None = None) -> FastAPI:
+def create_app(
+    settings: EmailSettings | None = None, *, consumer_factory: ConsumerFactory = EventConsumer
+) -> FastAPI:
     settings = settings or EmailSettings()
     smtp_circuit = CircuitBreaker(
         "smtp",
@@ -32,5 +35,6 @@ def create_app(settings: EmailSettings | None = None) -> FastAPI:
             handlers=event_handlers(SmtpSender(settings, smtp_circuit)),
             publishes=[OrderConfirmationSentV1],
             circuits=[smtp_circuit],
-        )
+        ),
+        consumer_factory=consumer_factory,
     )

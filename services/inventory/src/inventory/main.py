@@ -5,7 +5,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from contracts import StockRejectedV1, StockReleasedV1, StockReservedV1
-from servicekit.service import ServiceSpec, build_app
+from servicekit.consumer import EventConsumer
+from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
 from .config import InventorySettings
 from .entrypoints.amqp import EVENT_HANDLERS, RESPONDERS
@@ -15,7 +16,9 @@ from .handlers import SERVICE
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def create_app(settings: InventorySettings | None = None) -> FastAPI:
+def create_app(
+    settings: InventorySettings | None = None, *, consumer_factory: ConsumerFactory = EventConsumer
+) -> FastAPI:
     return build_app(
         ServiceSpec(
             name=SERVICE,
@@ -24,5 +27,6 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
             handlers=EVENT_HANDLERS,
             publishes=[StockReservedV1, StockRejectedV1, StockReleasedV1],
             responders=RESPONDERS,
-        )
+        ),
+        consumer_factory=consumer_factory,
     )

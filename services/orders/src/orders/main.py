@@ -12,7 +12,8 @@ from contracts import (
     OrderRejectedV1,
     OrderShippedV1,
 )
-from servicekit.service import ServiceSpec, build_app
+from servicekit.consumer import EventConsumer
+from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
 from .config import OrdersSettings
 from .entrypoints.amqp import EVENT_HANDLERS
@@ -22,7 +23,9 @@ from .handlers import SERVICE
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def create_app(settings: OrdersSettings | None = None) -> FastAPI:
+def create_app(
+    settings: OrdersSettings | None = None, *, consumer_factory: ConsumerFactory = EventConsumer
+) -> FastAPI:
     return build_app(
         ServiceSpec(
             name=SERVICE,
@@ -37,5 +40,6 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
                 OrderCancelledV1,
                 OrderShippedV1,
             ],
-        )
+        ),
+        consumer_factory=consumer_factory,
     )

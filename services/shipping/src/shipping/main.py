@@ -6,7 +6,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from contracts import ShipmentCancelledV1, ShipmentCreatedV1, ShipmentDispatchedV1
-from servicekit.service import ServiceSpec, build_app
+from servicekit.consumer import EventConsumer
+from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
 from .config import ShippingSettings
 from .entrypoints.amqp import event_handlers
@@ -17,7 +18,9 @@ from .handlers import SERVICE
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def create_app(settings: ShippingSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ShippingSettings | None = None, *, consumer_factory: ConsumerFactory = EventConsumer
+) -> FastAPI:
     settings = settings or ShippingSettings()
     return build_app(
         ServiceSpec(
@@ -27,5 +30,6 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
             handlers=event_handlers(settings),
             publishes=[ShipmentCreatedV1, ShipmentDispatchedV1, ShipmentCancelledV1],
             workers=[partial(run_dispatcher, interval=settings.dispatch_poll_interval)],
-        )
+        ),
+        consumer_factory=consumer_factory,
     )

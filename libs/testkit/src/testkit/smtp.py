@@ -1,0 +1,49 @@
+"""An in-process SMTP server that keeps every message it accepts."""
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from .servers import free_port
+
+
+class CapturingSmtpHandler:
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        with self._lock:
+            self.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+        return "250 Message accepted for delivery"
+
+    def about(self, text: str) -> list[EmailMessage]:
+        """Messages whose subject or body mentions `text` (e.g. an order id)."""
+        with self._lock:
+            return [m for m in self.messages if text in m["Subject"] or text in m.as_string()]
+
+
+@dataclass
+class SmtpSink:
+    host: str
+    port: int
+    handler: CapturingSmtpHandler
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[SmtpSink]:
+    """An SMTP server on a free local port for the duration of the block."""
+    handler = CapturingSmtpHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield SmtpSink("127.0.0.1", controller.port, handler)
+    finally:
+        controller.stop()
