@@ -6,7 +6,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ..domain.reservation import ReservationDecision
+from ..domain.reservation import ReservationDecision, ReservationStatus
 
 
 async def set_available(conn: asyncpg.Connection, sku: str, available: int) -> dict[str, Any]:
@@ -65,11 +65,13 @@ async def lock_reservation(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.
     )
 
 
-async def set_reservation_status(conn: asyncpg.Connection, order_id: UUID, status: str) -> None:
+async def set_reservation_status(
+    conn: asyncpg.Connection, order_id: UUID, status: ReservationStatus
+) -> None:
     await conn.execute(
         "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
         order_id,
-        status,
+        status.value,
     )
 
 
@@ -80,7 +82,7 @@ async def insert_reservation(
         """INSERT INTO reservations (order_id, status, lines, rejected_lines)
            VALUES ($1, $2, $3, $4)""",
         order_id,
-        "reserved" if decision.accepted else "rejected",
+        decision.status.value,
         [{"sku": sku, "quantity": qty} for sku, qty in decision.requested.items()],
         [vars(shortfall) for shortfall in decision.shortfalls],
     )
