@@ -8,6 +8,7 @@ import pytest
 
 from devstack import Stack, StackConfig
 from orderctl.audit import AuditConfig, AuditReport, audit
+from orderctl.errors import CommandError
 from servicekit.registry import SERVICES
 from servicekit.testing import Databases, Vhost, free_port
 
@@ -94,14 +95,19 @@ class RunningSystem:
         }
 
     async def audit(self, order_id: str | None = None) -> AuditReport:
-        """What `orderctl audit` reports for this system."""
+        """What `orderctl audit` reports for this system, asking its services over HTTP.
+
+        A service that cannot answer yet (restarting, its database back a moment ago) is an
+        AssertionError, so that `eventually` polls on."""
         config = AuditConfig.from_env(
-            postgres_url=self.databases.postgres_url,
-            database_prefix=self.databases.prefix,
+            service_urls={s.name: self.stack.url(s.name) for s in SERVICES},
             amqp_url=self.rabbitmq.url,
             env={},
         )
-        return await audit(config, order_id)
+        try:
+            return await audit(config, order_id)
+        except CommandError as exc:
+            raise AssertionError(f"the audit could not run: {exc}") from exc
 
     async def audit_is_clean(self) -> AuditReport:
         """The audit once it finds nothing wrong; raises AssertionError with what it found."""

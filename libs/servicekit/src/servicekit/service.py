@@ -17,6 +17,7 @@ from faststream.rabbit import Channel, RabbitBroker
 from contracts import Event
 
 from .asyncapi import SERVER_URL, asyncapi_router, document_publishes
+from .audit import audit_router
 from .breaker import CircuitBreaker
 from .consumer import EventConsumer, Handler, accepted_events
 from .db import create_pool
@@ -160,6 +161,7 @@ def build_app(spec: ServiceSpec) -> FastAPI:
     app.state.spec = spec
     app.include_router(health_router)
     app.include_router(asyncapi_router)
+    app.include_router(audit_router)
     for router in spec.routers:
         app.include_router(router)
     return app

@@ -1,10 +1,12 @@
 """Stock levels and reservations in PostgreSQL."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+from servicekit.db import values_by_order
 
 from ..domain.reservation import ReservationDecision, ReservationStatus
 
@@ -95,3 +97,14 @@ async def fetch_reservation(conn: asyncpg.Connection, order_id: UUID) -> dict[st
         order_id,
     )
     return None if row is None else dict(row)
+
+
+async def reservation_statuses(
+    conn: asyncpg.Connection, order_ids: Sequence[UUID]
+) -> dict[UUID, list[str]]:
+    """The status of each reservation of each order ([] for an order with none)."""
+    return await values_by_order(
+        conn,
+        "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::uuid[])",
+        order_ids,
+    )
