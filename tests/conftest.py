@@ -10,7 +10,7 @@ from devstack import Stack, StackConfig
 from orderctl.audit import AuditConfig, AuditReport, audit
 from orderctl.errors import CommandError
 from servicekit.registry import SERVICES
-from servicekit.testing import Databases, Vhost, free_port
+from servicekit.testing import Databases, Vhost
 
 ADDRESS = {
     "name": "Ada",
@@ -145,14 +145,11 @@ def system(request, rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSy
 
     A test module may set `SERVICE_ENV` (e.g. shorter retry delays) for its system.
     """
-    config = StackConfig(
+    config = StackConfig.beside_others(
         rabbitmq_url=rabbitmq.url,
         postgres_url=databases.postgres_url,
         database_prefix=databases.prefix,
-        ports={s.name: free_port() for s in SERVICES},
-        smtp_port=free_port(),
         run_dir=tmp_path_factory.mktemp("stack"),
-        log_to_files=True,
         service_env=getattr(request.module, "SERVICE_ENV", {}),
     )
     stack = Stack(config)

@@ -28,8 +28,8 @@ from orderctl.audit import (
 )
 from orderctl.cli import app
 from orderctl.errors import CommandError
-from servicekit.registry import SERVICE_NAMES, SERVICES
-from servicekit.testing import Databases, free_port, publish_raw
+from servicekit.registry import SERVICE_NAMES
+from servicekit.testing import Databases, publish_raw
 from servicekit.topology import dead_letter_exchange_name, wait_queue_name
 
 ORDER_CONFIRMATION, ORDER_REJECTION = EmailKind.ORDER_CONFIRMATION, EmailKind.ORDER_REJECTION
@@ -256,14 +256,11 @@ def stack(rabbitmq, databases, tmp_path_factory) -> Iterator[Stack]:
     """The four services as separate processes, as `make run` starts them, on ports of
     their own; each migrates its database as it starts."""
     stack = Stack(
-        StackConfig(
+        StackConfig.beside_others(
             rabbitmq_url=rabbitmq.url,
             postgres_url=databases.postgres_url,
             database_prefix=databases.prefix,
-            ports={s.name: free_port() for s in SERVICES},
-            smtp_port=free_port(),
             run_dir=tmp_path_factory.mktemp("stack"),
-            log_to_files=True,
             service_env=SERVICE_ENV,
         )
     )

@@ -70,8 +70,5 @@ async def kinds_sent_by_order(
     conn: asyncpg.Connection, order_ids: Sequence[UUID]
 ) -> dict[UUID, list[str]]:
     """The kind of each email sent about each order ([] for an order with none)."""
-    return await values_by_order(
-        conn,
-        "SELECT order_id, kind FROM emails WHERE order_id = ANY($1::uuid[])",
-        order_ids,
-    )
+    query = "SELECT order_id, kind FROM emails WHERE order_id = ANY($1::uuid[])"
+    return await values_by_order(conn, query, order_ids)

@@ -103,8 +103,5 @@ async def reservation_statuses(
     conn: asyncpg.Connection, order_ids: Sequence[UUID]
 ) -> dict[UUID, list[str]]:
     """The status of each reservation of each order ([] for an order with none)."""
-    return await values_by_order(
-        conn,
-        "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::uuid[])",
-        order_ids,
-    )
+    query = "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::uuid[])"
+    return await values_by_order(conn, query, order_ids)
