@@ -220,3 +220,23 @@ async def test_a_confirmation_before_its_order_is_retried_until_the_order_arrive
     ]
     stats = (await email.get("/health/ready")).json()["messages"]
     assert stats["dead_lettered"] == 0
+
+
+async def test_the_audit_reads_the_kinds_of_email_sent_about_many_orders_at_once(
+    email, rabbitmq, databases, smtp_sink, order_created_v2
+) -> None:
+    cancelled = await known_order(databases, rabbitmq, order_created_v2(LINES))
+    await publish_event(rabbitmq.url, order_cancelled(cancelled))
+    await eventually(lambda: mails(smtp_sink, cancelled.order_id, "Your order is cancelled"))
+    silent = await known_order(databases, rabbitmq, order_created_v2(LINES))
+    asked = [str(cancelled.order_id), str(silent.order_id)]
+
+    response = await email.post("/audit/orders", json={"order_ids": asked})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"emails": {asked[0]: ["order_cancellation"], asked[1]: []}}
+
+    async def outbox_drained() -> bool:  # earlier tests' confirmations may be on their way
+        return (await email.get("/audit/outbox")).json() == {"service": "email", "unpublished": 0}
+
+    await eventually(outbox_drained)
