@@ -84,8 +84,8 @@ async def create_pool(database_url: str, max_size: int) -> asyncpg.Pool:
 async def values_by_order(
     conn: asyncpg.Connection, query: str, order_ids: Sequence[UUID]
 ) -> dict[UUID, list[Any]]:
-    """Every one of `order_ids` with the values `query` (`$1`: the ids as `uuid[]`) returns
-    for it as rows of (order_id, value); [] for an order with none."""
+    """Each of `order_ids` with its values, from `query`: it takes the ids as `$1` (a
+    `uuid[]`) and returns rows of (order_id, value). An order without rows gets []."""
     values: dict[UUID, list[Any]] = {order_id: [] for order_id in order_ids}
     for order_id, value in await conn.fetch(query, list(order_ids)):
         values[order_id].append(value)
