@@ -90,6 +90,14 @@ async def known_order(databases, rabbitmq, order: Event) -> Event:
     return order
 
 
+async def cancelled_order(databases, rabbitmq, smtp_sink, order: Event) -> Event:
+    """An order email knows, cancelled, once its cancellation email is out."""
+    await known_order(databases, rabbitmq, order)
+    await publish_event(rabbitmq.url, order_cancelled(order))
+    await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is cancelled"))
+    return order
+
+
 @pytest.mark.parametrize(
     ("version", "greeting", "line"),
     [
@@ -188,9 +196,7 @@ async def test_each_order_outcome_is_emailed_once_even_when_published_twice(
 async def test_a_confirmation_arriving_after_the_cancellation_is_not_sent(
     email, rabbitmq, databases, smtp_sink, order_created_v2
 ) -> None:
-    order = await known_order(databases, rabbitmq, order_created_v2(LINES))
-    await publish_event(rabbitmq.url, order_cancelled(order))
-    await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is cancelled"))
+    order = await cancelled_order(databases, rabbitmq, smtp_sink, order_created_v2(LINES))
     confirmed = from_orders(OrderConfirmedV1, order)
     await publish_event(rabbitmq.url, confirmed)
     await eventually(lambda: handled(databases.url("email"), confirmed))
@@ -226,9 +232,7 @@ async def test_a_confirmation_before_its_order_is_retried_until_the_order_arrive
 async def test_the_audit_reads_the_kinds_of_email_sent_about_many_orders_at_once(
     email, rabbitmq, databases, smtp_sink, order_created_v2
 ) -> None:
-    cancelled = await known_order(databases, rabbitmq, order_created_v2(LINES))
-    await publish_event(rabbitmq.url, order_cancelled(cancelled))
-    await eventually(lambda: mails(smtp_sink, cancelled.order_id, "Your order is cancelled"))
+    cancelled = await cancelled_order(databases, rabbitmq, smtp_sink, order_created_v2(LINES))
     silent = await known_order(databases, rabbitmq, order_created_v2(LINES))
     asked = [str(cancelled.order_id), str(silent.order_id)]
 
