@@ -8,6 +8,7 @@ starts. Ctrl-C stops everything.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,29 @@ class StackConfig:
         config.postgres_url = os.environ.get("POSTGRES_URL", config.postgres_url)
         config.smtp_port = int(os.environ.get("SMTP_PORT", config.smtp_port))
         return config
+
+    @classmethod
+    def beside_others(
+        cls,
+        *,
+        rabbitmq_url: str,
+        postgres_url: str,
+        database_prefix: str,
+        run_dir: Path,
+        service_env: dict[str, str] | None = None,
+    ) -> "StackConfig":
+        """A stack that runs beside any other on this machine, as tests start it: free ports,
+        databases named `<database_prefix><service>`, each process logging to `run_dir`."""
+        return cls(
+            rabbitmq_url=rabbitmq_url,
+            postgres_url=postgres_url,
+            database_prefix=database_prefix,
+            ports={s.name: free_port() for s in SERVICES},
+            smtp_port=free_port(),
+            run_dir=run_dir,
+            log_to_files=True,
+            service_env=dict(service_env or {}),
+        )
 
     @property
     def mbox(self) -> Path:
@@ -164,6 +188,13 @@ class Stack:
 
     def exited(self) -> dict[str, int]:
         return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _is_ready(base_url: str) -> bool:

@@ -8,8 +8,9 @@ import pytest
 
 from devstack import Stack, StackConfig
 from orderctl.audit import AuditConfig, AuditReport, audit
+from orderctl.errors import CommandError
 from servicekit.registry import SERVICES
-from testkit.servers import Databases, Vhost, free_port
+from testkit.servers import Databases, Vhost
 
 ADDRESS = {
     "name": "Ada",
@@ -94,14 +95,19 @@ class RunningSystem:
         }
 
     async def audit(self, order_id: str | None = None) -> AuditReport:
-        """What `orderctl audit` reports for this system."""
+        """What `orderctl audit` reports for this system, asking its services over HTTP.
+
+        A service that cannot answer yet (restarting, its database back a moment ago) is an
+        AssertionError, so that `eventually` polls on."""
         config = AuditConfig.from_env(
-            postgres_url=self.databases.postgres_url,
-            database_prefix=self.databases.prefix,
+            service_urls={s.name: self.stack.url(s.name) for s in SERVICES},
             amqp_url=self.rabbitmq.url,
             env={},
         )
-        return await audit(config, order_id)
+        try:
+            return await audit(config, order_id)
+        except CommandError as exc:
+            raise AssertionError(f"the audit could not run: {exc}") from exc
 
     async def audit_is_clean(self) -> AuditReport:
         """The audit once it finds nothing wrong; raises AssertionError with what it found."""
@@ -139,14 +145,11 @@ def system(request, rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSy
 
     A test module may set `SERVICE_ENV` (e.g. shorter retry delays) for its system.
     """
-    config = StackConfig(
+    config = StackConfig.beside_others(
         rabbitmq_url=rabbitmq.url,
         postgres_url=databases.postgres_url,
         database_prefix=databases.prefix,
-        ports={s.name: free_port() for s in SERVICES},
-        smtp_port=free_port(),
         run_dir=tmp_path_factory.mktemp("stack"),
-        log_to_files=True,
         service_env=getattr(request.module, "SERVICE_ENV", {}),
     )
     stack = Stack(config)

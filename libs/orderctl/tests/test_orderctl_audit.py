@@ -1,22 +1,23 @@
-"""`orderctl audit` against real databases (migrated as the services migrate them) and RabbitMQ."""
+"""`orderctl audit` against the four services running as `make run` runs them, asked over
+HTTP, and their queues on RabbitMQ.
+
+The states to find are set up by writing to each service's own database, as that service
+would have written them; the audit itself only asks the services.
+"""
 
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import asyncpg
 import pytest
-from faststream.rabbit import RabbitBroker
 from typer.testing import CliRunner
 
-from email_service.main import MIGRATIONS as EMAIL_MIGRATIONS
-from inventory.main import MIGRATIONS as INVENTORY_MIGRATIONS
+from contracts.audit import EmailKind
+from devstack import Stack, StackConfig
 from orderctl.audit import (
-    ORDER_CANCELLATION,
-    ORDER_CONFIRMATION,
-    ORDER_REJECTION,
-    SHIPMENT_DISPATCHED,
     AuditConfig,
     AuditReport,
     OrderFacts,
@@ -27,18 +28,19 @@ from orderctl.audit import (
 )
 from orderctl.cli import app
 from orderctl.errors import CommandError
-from orders.main import MIGRATIONS as ORDERS_MIGRATIONS
-from servicekit.db import ensure_database, migrate
-from servicekit.topology import ServiceTopology, dead_letter_exchange_name, retry_queue_name
-from shipping.main import MIGRATIONS as SHIPPING_MIGRATIONS
+from servicekit.registry import SERVICE_NAMES
+from servicekit.topology import dead_letter_exchange_name, wait_queue_name
 from testkit.broker import publish_raw
+from testkit.servers import Databases
 
-MIGRATIONS = {
-    "orders": ORDERS_MIGRATIONS,
-    "email": EMAIL_MIGRATIONS,
-    "inventory": INVENTORY_MIGRATIONS,
-    "shipping": SHIPPING_MIGRATIONS,
-}
+ORDER_CONFIRMATION, ORDER_REJECTION = EmailKind.ORDER_CONFIRMATION, EmailKind.ORDER_REJECTION
+SHIPMENT_DISPATCHED, ORDER_CANCELLATION = (
+    EmailKind.SHIPMENT_DISPATCHED,
+    EmailKind.ORDER_CANCELLATION,
+)
+
+SERVICE_ENV = {"EMAIL_RETRY_DELAYS": "[3600]"}
+"""A message put in email's wait queue stays there for as long as the module runs."""
 
 
 # order_history rows (event_type, producer, status_after) along an order's paths
@@ -53,7 +55,7 @@ REJECTED_LATE = ("stock.rejected.v1", "inventory", None)
 
 @dataclass(frozen=True)
 class Order:
-    """One order as the four databases hold it."""
+    """One order as the four services hold it."""
 
     status: str
     history: tuple[tuple[str, str, str | None], ...]
@@ -162,7 +164,8 @@ FAULTY = {
 
 @dataclass
 class System:
-    """Databases and queues filled to look like a system that has run, with known faults."""
+    """The services' databases and queues filled to look like a system that has run, with
+    known faults."""
 
     db: dict[str, asyncpg.Connection]
     orders: dict[str, str] = field(default_factory=dict)
@@ -214,33 +217,25 @@ class System:
         )
 
     async def outbox_row(self, service: str, *, published: bool) -> None:
+        """An event the relay published, or one the broker refused: it waits an hour for
+        its next attempt, so the running relay leaves it unpublished."""
         await self.db[service].execute(
-            """INSERT INTO outbox (event_id, routing_key, payload, published_at)
-               VALUES ($1, 'order.created.v1', '{}', CASE WHEN $2 THEN now() END)""",
+            """INSERT INTO outbox (event_id, routing_key, payload, published_at, next_attempt_at)
+               VALUES ($1, 'order.created.v1', '{}', CASE WHEN $2 THEN now() END,
+                       now() + interval '1 hour')""",
             uuid.uuid4(),
             published,
         )
 
 
-async def prepare_queues(url: str) -> None:
-    """Every service's topology; one dead letter for shipping, one email event in retry."""
-    broker = RabbitBroker(url)
-    await broker.connect()
-    try:
-        for service in MIGRATIONS:
-            await ServiceTopology(service, (), retry_delays=(0.2,)).declare(broker)
-    finally:
-        await broker.stop()
+async def fill_queues(url: str) -> None:
+    """One dead letter for shipping, one email event waiting for its retry."""
     await publish_raw(url, "", b"{}", exchange=dead_letter_exchange_name("shipping"))
-    await publish_raw(url, retry_queue_name("email", 1), b"{}", exchange="")
+    await publish_raw(url, wait_queue_name("email", 1), b"{}", exchange="")
 
 
-async def build_system(config: AuditConfig) -> dict[str, str]:
-    db = {}
-    for service, url in config.database_urls.items():
-        await ensure_database(url)
-        await migrate(url, MIGRATIONS[service])
-        db[service] = await asyncpg.connect(url)
+async def build_system(databases: Databases, amqp_url: str) -> dict[str, str]:
+    db = {service: await asyncpg.connect(databases.url(service)) for service in SERVICE_NAMES}
     system = System(db)
     try:
         for name, order in CLEAN.items():
@@ -253,29 +248,50 @@ async def build_system(config: AuditConfig) -> dict[str, str]:
     finally:
         for conn in db.values():
             await conn.close()
-    await prepare_queues(config.amqp_url)
+    await fill_queues(amqp_url)
     return system.orders
 
 
 @pytest.fixture(scope="module")
-def config(rabbitmq, databases) -> AuditConfig:
-    return AuditConfig.from_env(
-        postgres_url=databases.postgres_url,
-        database_prefix=databases.prefix,
-        amqp_url=rabbitmq.url,
-        env={},
+def stack(rabbitmq, databases, tmp_path_factory) -> Iterator[Stack]:
+    """The four services as separate processes, as `make run` starts them, on ports of
+    their own; each migrates its database as it starts."""
+    stack = Stack(
+        StackConfig.beside_others(
+            rabbitmq_url=rabbitmq.url,
+            postgres_url=databases.postgres_url,
+            database_prefix=databases.prefix,
+            run_dir=tmp_path_factory.mktemp("stack"),
+            service_env=SERVICE_ENV,
+        )
     )
+    stack.start()
+    try:
+        stack.wait_ready(timeout=60)
+        yield stack
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="module")
-def orders(config) -> dict[str, str]:
-    return asyncio.run(build_system(config))
+def service_urls(stack) -> dict[str, str]:
+    return {service: stack.url(service) for service in SERVICE_NAMES}
+
+
+@pytest.fixture(scope="module")
+def config(rabbitmq, service_urls) -> AuditConfig:
+    return AuditConfig.from_env(service_urls=service_urls, amqp_url=rabbitmq.url, env={})
+
+
+@pytest.fixture(scope="module")
+def orders(stack, rabbitmq, databases) -> dict[str, str]:
+    return asyncio.run(build_system(databases, rabbitmq.url))
 
 
 SERVICE_PROBLEMS = [
     Problem(ProblemKind.OUTBOX_UNDRAINED, "inventory", "1 event not yet published"),
     Problem(ProblemKind.DEAD_LETTERS, "shipping", "1 message in shipping.dlq"),
-    Problem(ProblemKind.MESSAGES_IN_RETRY, "email", "1 in email.retry.1"),
+    Problem(ProblemKind.MESSAGES_IN_RETRY, "email", "1 in email.wait.1"),
 ]
 
 
@@ -301,7 +317,7 @@ EXPECTED_PROBLEMS = {
 """Every order problem in the system, by order."""
 
 
-@pytest.mark.integration
+@pytest.mark.e2e
 async def test_audit_reports_exactly_the_problems_of_the_system(config, orders) -> None:
     report = await audit(config)
 
@@ -315,7 +331,7 @@ async def test_audit_reports_exactly_the_problems_of_the_system(config, orders) 
     assert report.services == ("orders", "email", "inventory", "shipping")
 
 
-@pytest.mark.integration
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", CLEAN)
 async def test_each_status_path_is_clean(config, orders, name: str) -> None:
     report = await audit(config, orders[name])
@@ -324,7 +340,7 @@ async def test_each_status_path_is_clean(config, orders, name: str) -> None:
     assert order_problems_of(report) == EXPECTED_PROBLEMS.get(name, [])
 
 
-@pytest.mark.integration
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", FAULTY)
 async def test_each_fault_is_found_and_nothing_else(config, orders, name: str) -> None:
     _, kind, detail = FAULTY[name]
@@ -334,7 +350,7 @@ async def test_each_fault_is_found_and_nothing_else(config, orders, name: str) -
     assert order_problems_of(report) == [(kind, detail)]
 
 
-@pytest.mark.integration
+@pytest.mark.e2e
 async def test_auditing_one_order_checks_it_and_the_whole_plumbing(config, orders) -> None:
     clean = await audit(config, orders["rejected"])
     faulty = await audit(config, orders["no shipment"])
@@ -424,18 +440,18 @@ def test_what_the_schemas_forbid_is_still_reported(order: OrderFacts, expected) 
     assert {p.subject for p in problems} == {str(ORDER_ID)}
 
 
-@pytest.mark.integration
+@pytest.mark.e2e
 async def test_an_unknown_order_is_an_error(config, orders) -> None:
     unknown = str(uuid.uuid4())
-    with pytest.raises(CommandError, match=f"order {unknown} not found in the orders database"):
+    with pytest.raises(CommandError, match=f"answered 404 .*: order {unknown} not found"):
         await audit(config, unknown)
     with pytest.raises(CommandError, match="'not-a-uuid' is not an order id"):
         await audit(config, "not-a-uuid")
 
 
-@pytest.mark.integration
-async def test_cli_shows_summary_and_problems_and_exits_1(rabbitmq, databases, orders) -> None:
-    connection = ["--postgres-url", databases.postgres_url, "--database-prefix", databases.prefix]
+@pytest.mark.e2e
+async def test_cli_shows_summary_and_problems_and_exits_1(rabbitmq, service_urls, orders) -> None:
+    connection = [f"--service-url={service}={url}" for service, url in service_urls.items()]
     connection += ["--url", rabbitmq.url]
     total = len(orders)
     problems = sum(map(len, EXPECTED_PROBLEMS.values())) + len(SERVICE_PROBLEMS)
@@ -472,58 +488,95 @@ async def test_cli_shows_summary_and_problems_and_exits_1(rabbitmq, databases, o
     }
     assert json.loads(one_order.stdout)["orders_checked"] == 1
     assert unknown.exit_code == 2
-    assert "not found in the orders database" in unknown.stderr
+    assert "not found" in unknown.stderr
     assert usage.exit_code == 0
     assert "order_confirmation, shipment_dispatched" in usage.stdout
     assert "rejected or released" in usage.stdout
+    assert "--service-url" in usage.stdout
 
 
-@pytest.mark.integration
-async def test_databases_not_yet_migrated_to_the_new_lifecycle_are_an_error(
-    rabbitmq, databases, tmp_path
+def elsewhere(service_urls: dict[str, str], service: str, url: str) -> AuditConfig:
+    """The system's config, but `service` looked for at `url`."""
+    return AuditConfig.from_env(service_urls={**service_urls, service: url}, env={})
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("service", "points_at", "error"),
+    [
+        (
+            "inventory",
+            "inventory/v2",
+            r"the inventory service at http://127.0.0.1:\d+/v2 answered 404 to POST "
+            r"/audit/orders: no such route \(is the service older than its audit API\?\)",
+        ),
+        (
+            "shipping",
+            "orders",
+            "the shipping service at .* answered 405 to POST /audit/orders: Method Not Allowed",
+        ),
+        (
+            "email",
+            "inventory",
+            "the email service at .* answered POST /audit/orders with what the audit cannot "
+            "read: emails: Field required",
+        ),
+    ],
+    ids=["without the audit routes", "another service's, refusing", "another service's, answering"],
+)
+async def test_a_service_url_that_is_not_that_service_is_an_error(
+    service_urls, orders, service: str, points_at: str, error: str
 ) -> None:
-    """The orders database without its 002 migration: no `order_history.status_after`."""
-    prefix = f"{databases.prefix}old_"
-    (tmp_path / "001_orders.sql").write_text((ORDERS_MIGRATIONS / "001_orders.sql").read_text())
-    config = AuditConfig.from_env(
-        postgres_url=databases.postgres_url, database_prefix=prefix, amqp_url=rabbitmq.url, env={}
-    )
-    for service, url in config.database_urls.items():
-        await ensure_database(url)
-        await migrate(url, tmp_path if service == "orders" else MIGRATIONS[service])
+    """Each a real HTTP answer from a real service, just not the one the audit asked for."""
+    target, _, path = points_at.partition("/")
+    config = elsewhere(service_urls, service, f"{service_urls[target]}/{path}")
 
-    with pytest.raises(CommandError, match="are migrations applied"):
+    with pytest.raises(CommandError, match=error):
         await audit(config)
 
 
-@pytest.mark.integration
-async def test_unreachable_database_fails_in_one_line_without_the_password() -> None:
-    result = await orderctl("audit", "--postgres-url", "postgresql://postgres:s3cret@127.0.0.1:1")
+@pytest.mark.e2e
+async def test_an_unreachable_service_fails_in_one_line_without_the_password(
+    service_urls,
+) -> None:
+    urls = {**service_urls, "email": "http://ops:s3cret@127.0.0.1:1"}
+    options = [f"--service-url={service}={url}" for service, url in urls.items()]
+
+    result = await orderctl("audit", *options)
 
     assert result.exit_code == 2
-    assert result.stderr.startswith(
-        "cannot connect to the orders database at postgresql://postgres:***@127.0.0.1:1/orders"
-    )
+    assert result.stderr.startswith("cannot reach the email service at http://ops:***@127.0.0.1:1")
     assert "s3cret" not in result.output
     assert "Traceback" not in result.output
 
 
-def test_database_urls_follow_the_services_own_settings() -> None:
+async def test_a_service_url_option_names_a_known_service() -> None:
+    unknown = await orderctl("audit", "--service-url", "billing=http://billing")
+    no_url = await orderctl("audit", "--service-url", "orders")
+
+    assert unknown.exit_code == no_url.exit_code == 2
+    assert "'billing=http://billing': expected SERVICE=URL" in unknown.stderr
+    assert "'orders': expected SERVICE=URL, SERVICE one of orders, email" in no_url.stderr
+
+
+def test_service_urls_come_from_options_then_the_environment_then_the_registry() -> None:
     env = {
-        "POSTGRES_URL": "postgresql://pg.internal:5432/",
-        "ORDERFLOW_DATABASE_PREFIX": "staging_",
-        "EMAIL_DATABASE_URL": "postgresql://mail-db/email",
+        "EMAIL_URL": "http://mail.internal",
+        "SHIPPING_URL": "http://shipping.internal:9000/",
         "RABBITMQ_URL": "amqp://mq/",
     }
 
     from_env = AuditConfig.from_env(env=env)
-    explicit = AuditConfig.from_env(postgres_url="postgresql://other", env=env)
+    explicit = AuditConfig.from_env(service_urls={"email": "http://10.0.0.7:8002"}, env=env)
 
-    assert from_env.database_urls == {
-        "orders": "postgresql://pg.internal:5432/staging_orders",
-        "email": "postgresql://mail-db/email",
-        "inventory": "postgresql://pg.internal:5432/staging_inventory",
-        "shipping": "postgresql://pg.internal:5432/staging_shipping",
+    assert from_env.service_urls == {
+        "orders": "http://127.0.0.1:8001",
+        "email": "http://mail.internal",
+        "inventory": "http://127.0.0.1:8003",
+        "shipping": "http://shipping.internal:9000/",
     }
     assert from_env.amqp_url == "amqp://mq/"
-    assert explicit.database_urls["email"] == "postgresql://other/staging_email"
+    assert explicit.service_urls["email"] == "http://10.0.0.7:8002"
+    assert explicit.service_urls["shipping"] == "http://shipping.internal:9000/"
+    with pytest.raises(CommandError, match="unknown service 'billing'; known: orders, email"):
+        AuditConfig.from_env(service_urls={"billing": "http://billing"}, env=env)

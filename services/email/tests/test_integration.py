@@ -17,7 +17,7 @@ from email_service.main import MIGRATIONS, create_app
 from testkit.broker import about_order, publish_event, tap
 from testkit.events import order_created
 from testkit.polling import eventually
-from testkit.probes import consumer_saw_duplicates, handled, published_about
+from testkit.probes import consumer_saw_duplicates, fetch, handled, published_about
 from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
@@ -80,6 +80,14 @@ async def known_order(databases, rabbitmq, order: Event) -> Event:
     """Publish the order.created and wait until email has remembered the order."""
     await publish_event(rabbitmq.url, order)
     await eventually(lambda: handled(databases.url("email"), order))
+    return order
+
+
+async def cancelled_order(databases, rabbitmq, smtp_sink, order: Event) -> Event:
+    """An order email knows, cancelled, once its cancellation email is out."""
+    await known_order(databases, rabbitmq, order)
+    await publish_event(rabbitmq.url, order_cancelled(order))
+    await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is cancelled"))
     return order
 
 
@@ -178,9 +186,7 @@ async def test_each_order_outcome_is_emailed_once_even_when_published_twice(
 async def test_a_confirmation_arriving_after_the_cancellation_is_not_sent(
     email, rabbitmq, databases, smtp_sink
 ) -> None:
-    order = await known_order(databases, rabbitmq, order_created(LINES))
-    await publish_event(rabbitmq.url, order_cancelled(order))
-    await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is cancelled"))
+    order = await cancelled_order(databases, rabbitmq, smtp_sink, order_created(LINES))
     confirmed = from_orders(OrderConfirmedV1, order)
     await publish_event(rabbitmq.url, confirmed)
     await eventually(lambda: handled(databases.url("email"), confirmed))
@@ -211,3 +217,35 @@ async def test_a_confirmation_before_its_order_is_retried_until_the_order_arrive
     ]
     stats = (await email.get("/health/ready")).json()["messages"]
     assert stats["dead_lettered"] == 0
+
+
+async def test_the_audit_reads_the_kinds_of_email_sent_about_many_orders_at_once(
+    email, rabbitmq, databases, smtp_sink
+) -> None:
+    cancelled = await cancelled_order(databases, rabbitmq, smtp_sink, order_created(LINES))
+    silent = await known_order(databases, rabbitmq, order_created(LINES))
+    asked = [str(cancelled.order_id), str(silent.order_id)]
+
+    response = await email.post("/audit/orders", json={"order_ids": asked})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"emails": {asked[0]: ["order_cancellation"], asked[1]: []}}
+
+
+async def test_the_audit_counts_the_events_waiting_in_the_outbox(
+    email, rabbitmq, databases, smtp_sink
+) -> None:
+    """No queue in this module is bound to `order_confirmation.sent.v1`: the broker returns
+    each one, so it waits in the outbox."""
+    order = await known_order(databases, rabbitmq, order_created(LINES))
+    await publish_event(rabbitmq.url, from_orders(OrderConfirmedV1, order))
+    await eventually(lambda: published_about(databases.url("email"), order.order_id))
+
+    async def counted_as_the_outbox_holds() -> bool:
+        [row] = await fetch(
+            databases.url("email"), "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        answer = (await email.get("/audit/outbox")).json()
+        return row["count"] >= 1 and answer == {"service": "email", "unpublished": row["count"]}
+
+    await eventually(counted_as_the_outbox_holds)

@@ -314,3 +314,23 @@ async def test_availability_is_answered_over_request_reply(inventory, rabbitmq) 
     )
     assert stocked == AvailabilityV1(sku=sku, stocked=True, available=3, reserved=2)
     assert (unknown.stocked, unknown.available, unknown.reserved) == (False, 0, 0)
+
+
+async def test_the_audit_reads_the_reservation_statuses_of_many_orders_at_once(
+    inventory, rabbitmq
+) -> None:
+    sku = new_sku()
+    await inventory.put(f"/stock/{sku}", json={"available": 1})
+    reserved = await reserved_order(inventory, rabbitmq, sku, 1)
+    rejected = order_created([(sku, 5)])
+    await publish_event(rabbitmq.url, rejected)
+    await eventually(lambda: reservation_is(inventory, rejected.order_id, "rejected"))
+    unknown = uuid.uuid4()
+    asked = [str(order_id) for order_id in (reserved.order_id, rejected.order_id, unknown)]
+
+    response = await inventory.post("/audit/orders", json={"order_ids": asked})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "reservations": {asked[0]: ["reserved"], asked[1]: ["rejected"], asked[2]: []}
+    }

@@ -678,3 +678,32 @@ async def test_availability_is_504_in_bounded_time_when_inventory_does_not_answe
     assert response.status_code == 504
     assert "inventory" in response.json()["detail"]
     assert elapsed < 3
+
+
+# What the audit reads
+
+
+async def test_the_audit_reads_each_orders_status_and_whether_it_was_ever_confirmed(
+    orders, rabbitmq
+) -> None:
+    cancelled = await place(orders, rabbitmq)
+    await confirm(orders, rabbitmq, cancelled)
+    assert (await orders.post(f"/orders/{cancelled.order_id}/cancel")).status_code == 200
+    pending = await place(orders, rabbitmq)
+
+    every = (await orders.get("/audit/orders")).json()["orders"]
+    one = await orders.get("/audit/orders", params={"order_id": str(pending.order_id)})
+    unknown_id = uuid.uuid4()
+    unknown = await orders.get("/audit/orders", params={"order_id": str(unknown_id)})
+
+    ids = [order["order_id"] for order in every]
+    assert ids.index(str(cancelled.order_id)) < ids.index(str(pending.order_id))  # oldest first
+    cancelled_audit = {"order_id": str(cancelled.order_id), "status": "cancelled"}
+    assert {**cancelled_audit, "was_confirmed": True} in every
+    assert one.json() == {
+        "orders": [{"order_id": str(pending.order_id), "status": "pending", "was_confirmed": False}]
+    }
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"detail": f"order {unknown_id} not found"},
+    )

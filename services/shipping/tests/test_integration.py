@@ -254,3 +254,18 @@ async def test_a_confirmation_before_its_order_is_retried_until_the_shipment_exi
     await publish_event(rabbitmq.url, order)
     shipment = await eventually(lambda: shipment_is(shipping, order.order_id, "ready"))
     assert shipment["ready_event_id"] == str(confirmed.event_id)
+
+
+async def test_the_audit_reads_the_shipment_statuses_of_many_orders_at_once(
+    shipping, rabbitmq
+) -> None:
+    preparing, _ = await prepared(shipping, rabbitmq)
+    ready_order, _, _ = await ready(shipping, rabbitmq)
+    asked = [str(order.order_id) for order in (preparing, ready_order)] + [str(uuid.uuid4())]
+
+    response = await shipping.post("/audit/orders", json={"order_ids": asked})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "shipments": {asked[0]: ["preparing"], asked[1]: ["ready"], asked[2]: []}
+    }

@@ -1,36 +1,46 @@
 """The end-to-end audit: did every order go through every service exactly once, and does
 what each service holds match where the order's life ended (`EXPECTED`)?
 
-It reads each service's database and queues directly, so it also finds what no single
-service can see: a missing or doubled effect, an event stuck in an outbox, a message
-waiting in a retry queue or dead-lettered.
+It asks each service over HTTP for what it holds (its `/audit/...` routes, answered in the
+vocabulary of `contracts.audit`) and reads the queues on RabbitMQ, so it also finds what no
+single service can see: a missing or doubled effect, an event stuck in an outbox, a message
+waiting in a retry queue or dead-lettered. It never reads a service's tables.
 """
 
 import os
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Mapping, Set
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections import Counter
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-import asyncpg
+import httpx
+from pydantic import BaseModel, ValidationError
 
-from servicekit.registry import SERVICE_NAMES
+from contracts.audit import (
+    EmailKind,
+    EmailsAudit,
+    OrderIds,
+    OrdersAudit,
+    OrderStatus,
+    OutboxAudit,
+    ReservationsAudit,
+    ReservationStatus,
+    ShipmentsAudit,
+    ShipmentStatus,
+)
+from servicekit.registry import SERVICE_NAMES, SERVICES, ServiceEntry
 from servicekit.topology import dead_letter_queue_name
 
 from .broker import DEFAULT_AMQP_URL, QueueProbe, connect, service_depths
 from .errors import CommandError
 from .text import plural, redact
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
+HTTP_TIMEOUT = 30.0
+"""Seconds to wait for a service's answer (one request per service covers every order)."""
 
-# `emails.kind`, one email of each at most per order (see email_service.domain.emails).
-ORDER_CONFIRMATION = "order_confirmation"
-ORDER_REJECTION = "order_rejection"
-SHIPMENT_DISPATCHED = "shipment_dispatched"
-ORDER_CANCELLATION = "order_cancellation"
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -39,9 +49,9 @@ class Expected:
     and shipment statuses allowed, and the exact set of email kinds sent. None: the order
     is not settled, so only the counts are checked."""
 
-    reservation: Set[str] | None = None
-    shipment: Set[str] | None = None
-    emails: Set[str] | None = None
+    reservation: Set[ReservationStatus] | None = None
+    shipment: Set[ShipmentStatus] | None = None
+    emails: Set[EmailKind] | None = None
 
     @property
     def settled(self) -> bool:
@@ -49,21 +59,37 @@ class Expected:
 
 
 UNSETTLED = Expected()
-EXPECTED: Mapping[str, Expected] = {
+EXPECTED: Mapping[OrderStatus, Expected] = {
     # order status: Expected(reservation, shipment, emails)
-    "pending": UNSETTLED,
-    "confirmed": Expected({"reserved"}, {"ready"}, {ORDER_CONFIRMATION}),
-    "rejected": Expected({"rejected"}, {"cancelled"}, {ORDER_REJECTION}),
-    "shipped": Expected({"fulfilled"}, {"dispatched"}, {ORDER_CONFIRMATION, SHIPMENT_DISPATCHED}),
-    "cancelled": Expected({"released", "rejected"}, {"cancelled"}, {ORDER_CANCELLATION}),
+    OrderStatus.PENDING: UNSETTLED,
+    OrderStatus.CONFIRMED: Expected(
+        {ReservationStatus.RESERVED}, {ShipmentStatus.READY}, {EmailKind.ORDER_CONFIRMATION}
+    ),
+    OrderStatus.REJECTED: Expected(
+        {ReservationStatus.REJECTED}, {ShipmentStatus.CANCELLED}, {EmailKind.ORDER_REJECTION}
+    ),
+    OrderStatus.SHIPPED: Expected(
+        {ReservationStatus.FULFILLED},
+        {ShipmentStatus.DISPATCHED},
+        {EmailKind.ORDER_CONFIRMATION, EmailKind.SHIPMENT_DISPATCHED},
+    ),
+    OrderStatus.CANCELLED: Expected(
+        {ReservationStatus.RELEASED, ReservationStatus.REJECTED},
+        {ShipmentStatus.CANCELLED},
+        {EmailKind.ORDER_CANCELLATION},
+    ),
 }
-"""By `orders.status`. Besides, an order that was ever confirmed (its history says so) got
-its confirmation email, whatever came next: a cancelled one then has two emails."""
+"""By the order's status in orders. Besides, an order that was ever confirmed (its history
+says so) got its confirmation email, whatever came next: a cancelled one then has two."""
 
 WHY = {
-    ("reservation", "cancelled", "reserved"): "stock never released",
-    ("shipment", "confirmed", "dispatched"): "orders has not heard of the dispatch yet",
-    ("shipment", "cancelled", "dispatched"): "parcel left after the order was cancelled",
+    ("reservation", OrderStatus.CANCELLED, ReservationStatus.RESERVED): "stock never released",
+    ("shipment", OrderStatus.CONFIRMED, ShipmentStatus.DISPATCHED): (
+        "orders has not heard of the dispatch yet"
+    ),
+    ("shipment", OrderStatus.CANCELLED, ShipmentStatus.DISPATCHED): (
+        "parcel left after the order was cancelled"
+    ),
 }
 """What a mismatch means, for the ones an operator should read about."""
 
@@ -153,135 +179,147 @@ class AuditReport:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    database_urls: Mapping[str, str]
-    """Each service's database URL, by service name."""
+    service_urls: Mapping[str, str]
+    """Each service's HTTP API, by service name."""
     amqp_url: str = DEFAULT_AMQP_URL
 
     @classmethod
     def from_env(
         cls,
         *,
-        postgres_url: str | None = None,
-        database_prefix: str | None = None,
+        service_urls: Mapping[str, str] | None = None,
         amqp_url: str | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> "AuditConfig":
-        """Database URLs as the services find theirs: explicit arguments first, then each
-        service's `<SERVICE>_DATABASE_URL`, then `POSTGRES_URL` + `ORDERFLOW_DATABASE_PREFIX`."""
-        explicit = postgres_url is not None or database_prefix is not None
-        server = (postgres_url or env.get("POSTGRES_URL") or DEFAULT_POSTGRES_URL).rstrip("/")
-        if database_prefix is None:
-            database_prefix = env.get("ORDERFLOW_DATABASE_PREFIX", "")
+        """Each service's URL from `service_urls`, else from its `<SERVICE>_URL`
+        (`ORDERS_URL`, ...), else the registry's default. CommandError for a name that is
+        not a service."""
+        explicit = dict(service_urls or {})
+        if unknown := sorted(explicit.keys() - set(SERVICE_NAMES)):
+            raise CommandError(f"unknown service {unknown[0]!r}; known: {', '.join(SERVICE_NAMES)}")
         urls = {
-            service: (None if explicit else env.get(f"{service.upper()}_DATABASE_URL"))
-            or f"{server}/{database_prefix}{service}"
-            for service in SERVICE_NAMES
+            entry.name: explicit.get(entry.name)
+            or env.get(url_variable(entry))
+            or entry.default_url
+            for entry in SERVICES
         }
         return cls(urls, amqp_url or env.get("RABBITMQ_URL") or DEFAULT_AMQP_URL)
+
+
+def url_variable(entry: ServiceEntry) -> str:
+    """The environment variable that tells the audit where a service is, e.g. `ORDERS_URL`."""
+    return f"{entry.env_prefix}URL"
 
 
 async def audit(config: AuditConfig, order_id: str | None = None) -> AuditReport:
     """Check every order (or only `order_id`), every outbox and every queue of the system.
 
-    Raises CommandError for what prevents the audit itself: a database or the broker
-    unreachable, or an `order_id` the orders database does not know.
+    Raises CommandError for what prevents the audit itself: a service or the broker not
+    answering, or an `order_id` the orders service does not know.
     """
-    async with _databases(config.database_urls) as db:
-        orders = await _orders(db["orders"], order_id)
-        ids = list(orders)
-        reservations = await _by_order(db["inventory"], _RESERVATIONS, ids)
-        shipments = await _by_order(db["shipping"], _SHIPMENTS, ids)
-        emails = await _by_order(db["email"], _EMAILS, ids)
-        facts = [
-            OrderFacts(id_, status, confirmed, reservations[id_], shipments[id_], emails[id_])
-            for id_, (status, confirmed) in orders.items()
+    params = {} if order_id is None else {"order_id": str(_order_id(order_id))}
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+        services = ServiceApis(client, config.service_urls)
+        orders = (await services.get("orders", "/audit/orders", OrdersAudit, params)).orders
+        asked = OrderIds(order_ids=[order.order_id for order in orders])
+        reservations = await services.post("inventory", asked, ReservationsAudit)
+        shipments = await services.post("shipping", asked, ShipmentsAudit)
+        emails = await services.post("email", asked, EmailsAudit)
+        outboxes = [
+            await services.get(service, "/audit/outbox", OutboxAudit)
+            for service in config.service_urls
         ]
-        problems = [problem for order in facts for problem in order_problems(order)]
-        for service, conn in db.items():
-            problems += await _outbox_problems(service, conn)
-    problems += await _queue_problems(config.amqp_url, tuple(config.database_urls))
-    return AuditReport(len(orders), tuple(config.database_urls), problems)
+    facts = [
+        OrderFacts(
+            order.order_id,
+            order.status,
+            order.was_confirmed,
+            reservations.reservations.get(order.order_id, []),
+            shipments.shipments.get(order.order_id, []),
+            emails.emails.get(order.order_id, []),
+        )
+        for order in orders
+    ]
+    problems = [problem for order in facts for problem in order_problems(order)]
+    problems += [problem for outbox in outboxes for problem in _outbox_problems(outbox)]
+    problems += await _queue_problems(config.amqp_url, tuple(config.service_urls))
+    return AuditReport(len(orders), tuple(config.service_urls), problems)
 
 
-@asynccontextmanager
-async def _databases(urls: Mapping[str, str]) -> AsyncIterator[dict[str, asyncpg.Connection]]:
-    async with AsyncExitStack() as stack:
-        connections = {}
-        for service, url in urls.items():
-            conn = await _connect_database(service, url)
-            stack.push_async_callback(conn.close)
-            connections[service] = conn
+def _order_id(order_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(order_id)
+    except ValueError as exc:
+        raise CommandError(f"{order_id!r} is not an order id (a UUID)") from exc
+
+
+class ServiceApis:
+    """The services' audit routes over HTTP, each answer read into its `contracts.audit`
+    model. Whatever keeps a service from answering is a CommandError naming it."""
+
+    def __init__(self, client: httpx.AsyncClient, urls: Mapping[str, str]) -> None:
+        self._client = client
+        self._urls = urls
+
+    async def get(
+        self, service: str, path: str, model: type[M], params: Mapping[str, str] | None = None
+    ) -> M:
+        return await self._call(service, "GET", path, model, params=params)
+
+    async def post(self, service: str, order_ids: OrderIds, model: type[M]) -> M:
+        """What `service` holds about each of these orders: its `POST /audit/orders`."""
+        body = order_ids.model_dump(mode="json")
+        return await self._call(service, "POST", "/audit/orders", model, json=body)
+
+    async def _call(
+        self, service: str, method: str, path: str, model: type[M], **request: Any
+    ) -> M:
+        base = self._urls[service].rstrip("/")
+        where = f"the {service} service at {redact(base)}"
         try:
-            yield connections
-        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+            response = await self._client.request(method, base + path, **request)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # refused, timed out, not HTTP
+            raise CommandError(f"cannot reach {where}: {str(exc) or type(exc).__name__}") from exc
+        if response.is_error:
             raise CommandError(
-                f"a database lacks a table or column ({exc}): are migrations applied?"
+                f"{where} answered {response.status_code} to {method} {path}: {_detail(response)}"
+            )
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise CommandError(
+                f"{where} answered {method} {path} with what the audit cannot read: "
+                f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
             ) from exc
 
 
-async def _connect_database(service: str, url: str) -> asyncpg.Connection:
+def _detail(response: httpx.Response) -> str:
+    """What the service said was wrong: FastAPI's `detail`, else the start of the body."""
     try:
-        return await asyncpg.connect(url, timeout=10)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise CommandError(
-            f"cannot connect to the {service} database at {redact(url)}: {reason}"
-        ) from exc
-
-
-_ORDERS = """
-    SELECT order_id, status, EXISTS (
-        SELECT 1 FROM order_history AS h
-        WHERE h.order_id = o.order_id AND h.status_after = 'confirmed'
-    ) AS was_confirmed
-    FROM orders AS o"""
-
-
-async def _orders(
-    conn: asyncpg.Connection, order_id: str | None
-) -> dict[uuid.UUID, tuple[str, bool]]:
-    """(status, was it ever confirmed) by order id."""
-    if order_id is None:
-        rows = await conn.fetch(f"{_ORDERS} ORDER BY created_at")
-    else:
-        try:
-            wanted = uuid.UUID(order_id)
-        except ValueError as exc:
-            raise CommandError(f"{order_id!r} is not an order id (a UUID)") from exc
-        rows = await conn.fetch(f"{_ORDERS} WHERE order_id = $1", wanted)
-        if not rows:
-            raise CommandError(f"order {order_id} not found in the orders database")
-    return {row["order_id"]: (row["status"], row["was_confirmed"]) for row in rows}
-
-
-_RESERVATIONS = "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::uuid[])"
-_SHIPMENTS = "SELECT order_id, status FROM shipments WHERE order_id = ANY($1::uuid[])"
-_EMAILS = "SELECT order_id, kind FROM emails WHERE order_id = ANY($1::uuid[])"
-
-
-async def _by_order(
-    conn: asyncpg.Connection, query: str, order_ids: list[uuid.UUID]
-) -> defaultdict[uuid.UUID, list[str]]:
-    """The values of each order's rows, from a query returning (order_id, value)."""
-    values: defaultdict[uuid.UUID, list[str]] = defaultdict(list)
-    for order_id, value in await conn.fetch(query, order_ids):
-        values[order_id].append(value)
-    return values
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        detail = None
+    if detail == "Not Found":  # FastAPI's answer for a route it does not have
+        return "no such route (is the service older than its audit API?)"
+    if isinstance(detail, str):
+        return detail
+    return response.text[:200] or response.reason_phrase
 
 
 @dataclass(frozen=True)
 class OrderFacts:
-    """What the four databases hold about one order."""
+    """What the four services hold about one order, in `contracts.audit`'s values."""
 
     order_id: uuid.UUID
     status: str
     was_confirmed: bool
     """Its history has an event that moved it to confirmed."""
-    reservations: list[str]
+    reservations: Sequence[str]
     """The status of each of its reservations."""
-    shipments: list[str]
+    shipments: Sequence[str]
     """The status of each of its shipments."""
-    emails: list[str]
+    emails: Sequence[str]
     """The kind of each email sent about it."""
 
 
@@ -309,7 +347,7 @@ def order_problems(order: OrderFacts) -> list[Problem]:
         found.append((ProblemKind.SHIPMENT_STATUS, detail))
     emails = expected.emails
     if emails is not None and order.was_confirmed:
-        emails = emails | {ORDER_CONFIRMATION}
+        emails = emails | {EmailKind.ORDER_CONFIRMATION}
     if differences := _email_differences(Counter(order.emails), emails):
         found.append((ProblemKind.EMAILS, differences))
     return [Problem(kind, str(order.order_id), detail) for kind, detail in found]
@@ -337,12 +375,11 @@ def _email_differences(sent: Counter[str], expected: Set[str] | None) -> str:
     return "; ".join(differences)
 
 
-async def _outbox_problems(service: str, conn: asyncpg.Connection) -> list[Problem]:
-    pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-    if not pending:
+def _outbox_problems(outbox: OutboxAudit) -> list[Problem]:
+    if not outbox.unpublished:
         return []
-    detail = f"{plural(pending, 'event')} not yet published"
-    return [Problem(ProblemKind.OUTBOX_UNDRAINED, service, detail)]
+    detail = f"{plural(outbox.unpublished, 'event')} not yet published"
+    return [Problem(ProblemKind.OUTBOX_UNDRAINED, outbox.service, detail)]
 
 
 async def _queue_problems(amqp_url: str, services: tuple[str, ...]) -> list[Problem]:

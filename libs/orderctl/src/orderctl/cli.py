@@ -2,7 +2,7 @@
 
 Exit codes: 0 done (or nothing to do), 1 something asked for is not there or failed (an
 audit problem, a message id not in the DLQ, a replay not confirmed), 2 the command could
-not run (bad usage, broker or database unreachable, unknown service or order).
+not run (bad usage, the broker or a service unreachable, unknown service or order).
 """
 
 import asyncio
@@ -18,10 +18,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from servicekit.registry import SERVICE_NAMES
+from servicekit.registry import SERVICE_NAMES, SERVICES
 
 from . import views
-from .audit import AuditConfig, audit
+from .audit import AuditConfig, audit, url_variable
 from .broker import (
     DEFAULT_AMQP_URL,
     QueueProbe,
@@ -324,20 +324,15 @@ def audit_command(
             show_default=False,
         ),
     ] = None,
-    postgres_url: Annotated[
-        str | None,
+    service_urls: Annotated[
+        list[str] | None,
         typer.Option(
-            help="PostgreSQL server URL, no database name; wins over each service's own "
-            "`ORDERS_DATABASE_URL`, `EMAIL_DATABASE_URL`, ... "
-            "[env: POSTGRES_URL] [default: postgresql://postgres@127.0.0.1:5432]",
-            show_default=False,
-        ),
-    ] = None,
-    database_prefix: Annotated[
-        str | None,
-        typer.Option(
-            help="Database names are this prefix + the service name. "
-            "[env: ORDERFLOW_DATABASE_PREFIX]",
+            "--service-url",
+            metavar="SERVICE=URL",
+            help="Where a service's HTTP API is, e.g. `orders=http://orders:8001`; repeat "
+            f"for several. [env: {', '.join(url_variable(s) for s in SERVICES)}] "
+            f"[default: {SERVICES[0].default_url} for {SERVICES[0].name}, "
+            f"{', '.join(f'{s.default_port} {s.name}' for s in SERVICES[1:])}]",
             show_default=False,
         ),
     ] = None,
@@ -350,9 +345,7 @@ def audit_command(
     holds matching the order's status; every outbox must be drained, and no message may
     wait in a retry or dead-letter queue.
     """
-    config = AuditConfig.from_env(
-        postgres_url=postgres_url, database_prefix=database_prefix, amqp_url=url
-    )
+    config = AuditConfig.from_env(service_urls=_service_urls(service_urls or []), amqp_url=url)
     report = _run(audit(config, order_id))
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
@@ -363,3 +356,17 @@ def audit_command(
         else:
             console.print(Text("no problems found", style="green"))
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _service_urls(options: list[str]) -> dict[str, str]:
+    """`--service-url SERVICE=URL` options by service; a usage error for a bad one."""
+    urls = {}
+    for option in options:
+        service, equals, url = option.partition("=")
+        if not (equals and url) or service not in SERVICE_NAMES:
+            raise typer.BadParameter(
+                f"{option!r}: expected SERVICE=URL, SERVICE one of {', '.join(SERVICE_NAMES)}",
+                param_hint="--service-url",
+            )
+        urls[service] = url
+    return urls

@@ -14,9 +14,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from contracts.audit import EmailKind
 from servicekit import failures
 
-from .audit import EXPECTED, ORDER_CONFIRMATION, AuditReport, ProblemKind
+from .audit import EXPECTED, AuditReport, ProblemKind
 from .broker import ServiceDepths
 from .dead_letters import DeadLetter, ReplayResult
 from .text import plural
@@ -199,7 +200,7 @@ def expectations_markdown() -> str:
     notes = (
         "Every order has exactly one shipment and at most one email of each kind, a settled one "
         "exactly one reservation. An order confirmed before (its history says so) also got its "
-        f"{ORDER_CONFIRMATION}."
+        f"{EmailKind.ORDER_CONFIRMATION}."
     )
     return "\n".join([*rows, "", notes])
 

@@ -2,7 +2,10 @@
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import asyncpg
 from yarl import URL
@@ -76,3 +79,14 @@ async def create_pool(database_url: str, max_size: int) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         database_url, min_size=1, max_size=max_size, init=_init_connection
     )
+
+
+async def values_by_order(
+    conn: asyncpg.Connection, query: str, order_ids: Sequence[UUID]
+) -> dict[UUID, list[Any]]:
+    """Each of `order_ids` with its values, from `query`: it takes the ids as `$1` (a
+    `uuid[]`) and returns rows of (order_id, value). An order without rows gets []."""
+    values: dict[UUID, list[Any]] = {order_id: [] for order_id in order_ids}
+    for order_id, value in await conn.fetch(query, list(order_ids)):
+        values[order_id].append(value)
+    return values

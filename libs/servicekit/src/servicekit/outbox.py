@@ -42,6 +42,11 @@ async def add_to_outbox(
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # delivered at commit, wakes the relay
 
 
+async def count_unpublished(conn: asyncpg.Connection) -> int:
+    """Events written and not yet published: the relay's backlog, refused rows included."""
+    return await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+
+
 class OutboxRelay:
     """Publishes outbox rows until stopped; survives broker and database outages."""
 

@@ -21,6 +21,7 @@ from faststream.rabbit import Channel, RabbitBroker
 from contracts import Event
 
 from .asyncapi import SERVER_URL, asyncapi_router, document_publishes
+from .audit import audit_router
 from .breaker import CircuitBreaker
 from .consumer import EventConsumer, Handler
 from .db import create_pool
@@ -168,6 +169,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
     app.state.spec = spec
     app.include_router(health_router)
     app.include_router(asyncapi_router)
+    app.include_router(audit_router)
     for router in spec.routers:
         app.include_router(router)
     return app

@@ -21,7 +21,7 @@ from servicekit.consumer import OutOfOrder
 from servicekit.outbox import add_to_outbox
 
 from .adapters import repository
-from .domain.reservation import decide, requested_quantities
+from .domain.reservation import ReservationStatus, decide, requested_quantities
 
 SERVICE = "inventory"
 log = logging.getLogger(__name__)
@@ -62,12 +62,12 @@ async def reserve_stock(conn: asyncpg.Connection, event: OrderCreatedV2) -> None
             rejected_lines=[RejectedLineV1(**vars(s)) for s in decision.shortfalls],
         )
     await add_to_outbox(conn, outcome)
-    log.info("order %s: stock %s", event.order_id, "reserved" if decision.accepted else "rejected")
+    log.info("order %s: stock %s", event.order_id, decision.status)
 
 
 async def release_stock(conn: asyncpg.Connection, event: OrderCancelledV1) -> None:
     """Compensate a cancelled order: what it reserved is available again."""
-    lines = await _settle_reservation(conn, event, "released")
+    lines = await _settle_reservation(conn, event, ReservationStatus.RELEASED)
     if lines:
         await repository.release(conn, lines)
         await add_to_outbox(
@@ -83,20 +83,20 @@ async def release_stock(conn: asyncpg.Connection, event: OrderCancelledV1) -> No
 
 async def fulfil_reservation(conn: asyncpg.Connection, event: OrderShippedV1) -> None:
     """The reserved units left the warehouse: they are no longer counted as reserved."""
-    lines = await _settle_reservation(conn, event, "fulfilled")
+    lines = await _settle_reservation(conn, event, ReservationStatus.FULFILLED)
     if lines:
         await repository.remove_reserved(conn, lines)
 
 
 async def _settle_reservation(
-    conn: asyncpg.Connection, event: OrderCancelledV1 | OrderShippedV1, outcome: str
+    conn: asyncpg.Connection, event: OrderCancelledV1 | OrderShippedV1, outcome: ReservationStatus
 ) -> dict[str, int]:
     """Move the order's reservation from reserved to `outcome`; the quantities it held, or
     nothing when the order reserved nothing (rejected) or was settled already."""
     reservation = await repository.lock_reservation(conn, event.order_id)
     if reservation is None:
         raise OutOfOrder(f"order {event.order_id} has no reservation yet")
-    if reservation["status"] != "reserved":
+    if reservation["status"] != ReservationStatus.RESERVED:
         log.info(
             "order %s: reservation is %s; nothing to do", event.order_id, reservation["status"]
         )

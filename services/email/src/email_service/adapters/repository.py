@@ -1,9 +1,12 @@
 """What email knows of orders, and the emails sent, in PostgreSQL."""
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+from servicekit.db import values_by_order
 
 from ..domain.emails import CustomerOrder, OutgoingEmail
 
@@ -61,3 +64,11 @@ async def list_emails(conn: asyncpg.Connection, order_id: UUID | None) -> list[d
         order_id,
     )
     return [dict(row) for row in rows]
+
+
+async def kinds_sent_by_order(
+    conn: asyncpg.Connection, order_ids: Sequence[UUID]
+) -> dict[UUID, list[str]]:
+    """The kind of each email sent about each order ([] for an order with none)."""
+    query = "SELECT order_id, kind FROM emails WHERE order_id = ANY($1::uuid[])"
+    return await values_by_order(conn, query, order_ids)

@@ -3,19 +3,11 @@
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
 
 from contracts import OrderCreatedV2, RejectedLineV1
-
-
-class EmailKind(StrEnum):
-    ORDER_CONFIRMATION = "order_confirmation"
-    ORDER_REJECTION = "order_rejection"
-    SHIPMENT_DISPATCHED = "shipment_dispatched"
-    ORDER_CANCELLATION = "order_cancellation"
-
+from contracts.audit import EmailKind  # the audit's vocabulary too: one definition
 
 _SUPERSEDED_BY = {
     EmailKind.ORDER_CONFIRMATION: {EmailKind.ORDER_CANCELLATION, EmailKind.SHIPMENT_DISPATCHED},

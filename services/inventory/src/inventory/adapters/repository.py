@@ -1,12 +1,14 @@
 """Stock levels and reservations in PostgreSQL."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from ..domain.reservation import ReservationDecision
+from servicekit.db import values_by_order
+
+from ..domain.reservation import ReservationDecision, ReservationStatus
 
 
 async def set_available(conn: asyncpg.Connection, sku: str, available: int) -> dict[str, Any]:
@@ -65,11 +67,13 @@ async def lock_reservation(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.
     )
 
 
-async def set_reservation_status(conn: asyncpg.Connection, order_id: UUID, status: str) -> None:
+async def set_reservation_status(
+    conn: asyncpg.Connection, order_id: UUID, status: ReservationStatus
+) -> None:
     await conn.execute(
         "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
         order_id,
-        status,
+        status.value,
     )
 
 
@@ -80,7 +84,7 @@ async def insert_reservation(
         """INSERT INTO reservations (order_id, status, lines, rejected_lines)
            VALUES ($1, $2, $3, $4)""",
         order_id,
-        "reserved" if decision.accepted else "rejected",
+        decision.status.value,
         [{"sku": sku, "quantity": qty} for sku, qty in decision.requested.items()],
         [vars(shortfall) for shortfall in decision.shortfalls],
     )
@@ -93,3 +97,11 @@ async def fetch_reservation(conn: asyncpg.Connection, order_id: UUID) -> dict[st
         order_id,
     )
     return None if row is None else dict(row)
+
+
+async def reservation_statuses(
+    conn: asyncpg.Connection, order_ids: Sequence[UUID]
+) -> dict[UUID, list[str]]:
+    """The status of each reservation of each order ([] for an order with none)."""
+    query = "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::uuid[])"
+    return await values_by_order(conn, query, order_ids)

@@ -5,6 +5,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from contracts.audit import ReservationStatus  # the audit's vocabulary too: one definition
+
 
 class RequestedLine(Protocol):
     sku: str
@@ -27,6 +29,11 @@ class ReservationDecision:
     @property
     def accepted(self) -> bool:
         return not self.shortfalls
+
+    @property
+    def status(self) -> ReservationStatus:
+        """The status of the reservation this decision makes."""
+        return ReservationStatus.RESERVED if self.accepted else ReservationStatus.REJECTED
 
 
 def requested_quantities(lines: Iterable[RequestedLine]) -> dict[str, int]:

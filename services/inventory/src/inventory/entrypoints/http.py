@@ -6,6 +6,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
+from contracts.audit import OrderIds, ReservationsAudit
 from contracts.common import Sku
 from servicekit.dependencies import PoolDep
 
@@ -41,3 +42,11 @@ async def get_reservation(order_id: UUID, pool: PoolDep) -> dict[str, Any]:
     if reservation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reservation for order {order_id}")
     return reservation
+
+
+@router.post("/audit/orders", tags=["audit"])
+async def audit_reservations(body: OrderIds, pool: PoolDep) -> ReservationsAudit:
+    """For `orderctl audit`: the status of each reservation of each order asked about."""
+    async with pool.acquire() as conn:
+        statuses = await repository.reservation_statuses(conn, body.order_ids)
+    return ReservationsAudit(reservations=statuses)

@@ -105,6 +105,21 @@ async def fetch_order(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any
     return {**dict(row), "timeline": timeline, "history": history}
 
 
+async def audit_orders(conn: asyncpg.Connection, order_id: UUID | None) -> list[asyncpg.Record]:
+    """Each order's (order_id, status, was_confirmed), oldest first; or only `order_id`'s.
+    Confirmed once: its history has an event that moved it to confirmed."""
+    return await conn.fetch(
+        """SELECT order_id, status, EXISTS (
+                      SELECT 1 FROM order_history AS h
+                      WHERE h.order_id = o.order_id AND h.status_after = $2
+                  ) AS was_confirmed
+           FROM orders AS o WHERE $1::uuid IS NULL OR order_id = $1
+           ORDER BY created_at, order_id""",
+        order_id,
+        OrderStatus.CONFIRMED.value,
+    )
+
+
 async def find_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
     """The request fingerprint a key was first used with, and the order that request placed
     (`order_id`, and the `status` placing it left the order in)."""

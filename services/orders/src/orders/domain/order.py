@@ -3,17 +3,9 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from typing import Protocol
 
-
-class OrderStatus(StrEnum):
-    PENDING = "pending"
-    CONFIRMED = "confirmed"
-    REJECTED = "rejected"
-    SHIPPED = "shipped"
-    CANCELLED = "cancelled"
-
+from contracts.audit import OrderStatus  # the audit's vocabulary too: one definition
 
 CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.CONFIRMED})
 

@@ -16,6 +16,7 @@ from contracts import (
     OrderLineV2,
     ShippingAddress,
 )
+from contracts.audit import OrderAudit, OrdersAudit
 from contracts.common import CurrencyCode, Money, Sku
 from servicekit.dependencies import PoolDep, RuntimeDep
 from servicekit.rpc import NoReply, ask
@@ -149,6 +150,21 @@ async def get_order(order_id: UUID, pool: PoolDep) -> dict[str, Any]:
     if order is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
     return order
+
+
+@router.get(
+    "/audit/orders",
+    tags=["audit"],
+    responses={404: {"description": "No order `order_id`"}},
+)
+async def audit_orders(pool: PoolDep, order_id: UUID | None = None) -> OrdersAudit:
+    """For `orderctl audit`: every order's status and whether it was ever confirmed, oldest
+    first; or only `order_id`'s."""
+    async with pool.acquire() as conn:
+        rows = await repository.audit_orders(conn, order_id)
+    if order_id is not None and not rows:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
+    return OrdersAudit(orders=[OrderAudit(**row) for row in rows])
 
 
 @router.get(

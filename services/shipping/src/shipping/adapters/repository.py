@@ -1,10 +1,13 @@
 """Shipments in PostgreSQL."""
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+from servicekit.db import values_by_order
 
 from ..domain.shipment import Shipment, ShipmentStatus
 
@@ -93,3 +96,11 @@ async def list_shipments(conn: asyncpg.Connection, order_id: UUID | None) -> lis
         order_id,
     )
     return [dict(row) for row in rows]
+
+
+async def shipment_statuses(
+    conn: asyncpg.Connection, order_ids: Sequence[UUID]
+) -> dict[UUID, list[str]]:
+    """The status of each shipment of each order ([] for an order with none)."""
+    query = "SELECT order_id, status FROM shipments WHERE order_id = ANY($1::uuid[])"
+    return await values_by_order(conn, query, order_ids)

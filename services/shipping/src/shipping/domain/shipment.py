@@ -3,20 +3,10 @@ confirmed and the handling delay has passed, unless the order is rejected or can
 
 import secrets
 from dataclasses import dataclass
-from enum import StrEnum
 from uuid import UUID, uuid4
 
 from contracts import OrderCreatedV2, ShippingAddress
-
-
-class ShipmentStatus(StrEnum):
-    PREPARING = "preparing"
-    """Waiting for the order's stock to be reserved."""
-    READY = "ready"
-    """The order is confirmed: it leaves at `dispatch_after`, or when dispatched by hand."""
-    DISPATCHED = "dispatched"
-    CANCELLED = "cancelled"
-
+from contracts.audit import ShipmentStatus  # the audit's vocabulary too: one definition
 
 CANCELLABLE = frozenset({ShipmentStatus.PREPARING, ShipmentStatus.READY})
 

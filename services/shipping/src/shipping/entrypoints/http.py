@@ -5,6 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, status
 
+from contracts.audit import OrderIds, ShipmentsAudit
 from servicekit.dependencies import PoolDep
 
 from .. import handlers
@@ -32,3 +33,11 @@ async def dispatch(shipment_id: UUID, pool: PoolDep) -> dict[str, Any]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except handlers.DispatchRefused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.post("/audit/orders", tags=["audit"])
+async def audit_shipments(body: OrderIds, pool: PoolDep) -> ShipmentsAudit:
+    """For `orderctl audit`: the status of each shipment of each order asked about."""
+    async with pool.acquire() as conn:
+        statuses = await repository.shipment_statuses(conn, body.order_ids)
+    return ShipmentsAudit(shipments=statuses)
