@@ -7,6 +7,7 @@ and the installed service's own command. An import the service does not declare 
 as it would in its image.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from compose_spec import PyCompose
 
 from servicekit.registry import SERVICES, ServiceEntry
 
@@ -92,6 +94,21 @@ def test_a_service_installs_alone_from_the_lock_and_starts(
         tmp_path,
     )
     assert f"usage: {entry.name}" in run([str(venv / "bin" / entry.name), "--help"], tmp_path)
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    """What `docker compose config` checks, without Docker: YAML merges resolved, then the
+    file validated against the Compose Specification (a misspelled key fails)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    spec = PyCompose.from_json(json.dumps(compose)).to_spec()
+    assert set(spec.services) >= {entry.name for entry in SERVICES}
+
+
+def test_the_compose_check_refuses_a_misspelled_key() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose["services"]["orders"]["build"]["dockerfle"] = "deploy/Dockerfile"
+    with pytest.raises(ValueError, match="dockerfle"):
+        PyCompose.from_json(json.dumps(compose))
 
 
 def test_compose_builds_every_service_from_the_one_dockerfile() -> None:
