@@ -1,18 +1,22 @@
 """The outbox relay on the real RabbitMQ and PostgreSQL: a row the broker refuses waits on
-its own backoff and holds up nobody."""
+its own backoff and holds up nobody; rows the service writes itself are published at once,
+rows written elsewhere at the next poll."""
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi import APIRouter
 from pydantic_settings import SettingsConfigDict
 
-from contracts import OrderConfirmedV1
+from contracts import OrderConfirmedV1, OrderCreatedV2
 from servicekit.db import create_pool
+from servicekit.dependencies import PoolDep
 from servicekit.outbox import add_to_outbox
 from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
-from testkit.broker import tap
+from testkit.broker import publish_event, tap
 from testkit.events import order_created
 from testkit.polling import eventually
 from testkit.probes import fetch
@@ -33,11 +37,10 @@ class RelaySettings(ServiceSettings):
 async def relay_database(rabbitmq, databases, tmp_path: Path):
     """A service that consumes nothing and only relays its outbox: its database URL.
 
-    It polls once a minute, so nothing but the NOTIFY of a commit starts a batch: each row
-    is tried exactly when the test writes it.
+    Rows the test writes are another process's to the relay: its poll finds them.
     """
     settings = RelaySettings(
-        database_url=databases.url("relay"), rabbitmq_url=rabbitmq.url, outbox_poll_interval=60
+        database_url=databases.url("relay"), rabbitmq_url=rabbitmq.url, outbox_poll_interval=0.2
     )
 
     def create_app(settings):
@@ -45,6 +48,50 @@ async def relay_database(rabbitmq, databases, tmp_path: Path):
 
     async with service_under_test(create_app, settings, tmp_path, "relay"):
         yield settings.database_url
+
+
+NEVER_POLLS = 3600.0
+"""A poll interval no test waits out: what is published came from a wake."""
+
+writes = APIRouter()
+
+
+@writes.post("/confirmations")
+async def confirm_one(pool: PoolDep) -> dict[str, str]:
+    """Writes one event to the outbox, as a use case behind a POST would."""
+    order = order_created()
+    event = OrderConfirmedV1.caused_by(order, producer="relay", order_id=order.order_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await add_to_outbox(conn, event)
+    return {"event_id": str(event.event_id)}
+
+
+async def confirm_order(conn, event) -> None:
+    """Handles order.created by writing order.confirmed, as a consumer's use case would."""
+    await add_to_outbox(
+        conn, OrderConfirmedV1.caused_by(event, producer="relay", order_id=event.order_id)
+    )
+
+
+@pytest.fixture
+async def waking_service(rabbitmq, databases, tmp_path: Path):
+    """A service whose relay would not poll during the test, with an HTTP route and an event
+    handler that each write an event: an HTTP client to it."""
+    settings = RelaySettings(
+        database_url=databases.url("waking"),
+        rabbitmq_url=rabbitmq.url,
+        outbox_poll_interval=NEVER_POLLS,
+    )
+
+    def create_app(settings):
+        return build_app(
+            ServiceSpec(
+                "waking", settings, routers=[writes], handlers={OrderCreatedV2: confirm_order}
+            )
+        )
+
+    async with service_under_test(create_app, settings, tmp_path, "waking") as client:
+        yield client
 
 
 async def outbox_row(database_url: str, event) -> dict:
@@ -87,3 +134,23 @@ async def test_a_refused_row_backs_off_on_its_own_while_the_rest_of_its_batch_is
     assert "order.confirmed.v1" in refused["last_error"]
     # It was due when written (next_attempt_at defaults to now()); now it waits 2^0 seconds.
     assert refused["next_attempt_at"] - refused["created_at"] >= timedelta(seconds=1)
+
+
+async def test_an_event_written_behind_a_post_is_published_without_waiting_for_a_poll(
+    rabbitmq, waking_service
+) -> None:
+    async with tap(rabbitmq.url, "order.confirmed.v1") as published:
+        response = await waking_service.post("/confirmations")
+        assert response.status_code == 200
+        [message] = await eventually(lambda: published, timeout=10)
+    assert message.message_id == response.json()["event_id"]
+
+
+async def test_an_event_written_by_a_handler_is_published_without_waiting_for_a_poll(
+    rabbitmq, waking_service
+) -> None:
+    order = order_created()
+    async with tap(rabbitmq.url, "order.confirmed.v1") as published:
+        await publish_event(rabbitmq.url, order)
+        [message] = await eventually(lambda: published, timeout=10)
+    assert json.loads(message.body)["order_id"] == str(order.order_id)

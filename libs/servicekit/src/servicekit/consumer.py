@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from contracts import Event, routing_key, versions
 
 from . import failures
+from .outbox import tracking_writes
 from .topology import DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,12 @@ class EventConsumer:
         max_attempts: int,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         readable_as: ReadableAs = versions.readable_as,
+        after_commit: Callable[[], None] = lambda: None,
     ) -> None:
+        """`after_commit` is called once a transaction that wrote outbox rows has committed
+        (the service wakes its outbox relay with it)."""
         self._known = accepted_events(handlers, readable_as)
+        self._after_commit = after_commit
         self.topology = ServiceTopology(service, tuple(self._known), tuple(retry_delays))
         self.max_attempts = max_attempts
         self._pool = pool_provider
@@ -223,11 +228,14 @@ class EventConsumer:
         written = decode_event(body, self._known)
         event = versions.upcast(written, to=self._read_as[written.routing_key()])
         log.info("event %s (%s) received", written.event_id, written.routing_key())
-        async with self._connection() as conn, conn.transaction():
-            if not await record_processed(conn, event):
-                log.info("event %s is a duplicate; no effect", event.event_id)
-                return False
-            await self._handlers[event.routing_key()](conn, event)
+        with tracking_writes() as wrote_events:
+            async with self._connection() as conn, conn.transaction():
+                if not await record_processed(conn, event):
+                    log.info("event %s is a duplicate; no effect", event.event_id)
+                    return False
+                await self._handlers[event.routing_key()](conn, event)
+        if wrote_events():
+            self._after_commit()
         log.info("event %s processed", event.event_id)
         return True
 

@@ -74,10 +74,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Reset nothing when a connection returns to the pool: pooled connections never change
+    session state (no SET, LISTEN, advisory lock or cursor outlives a use), so asyncpg's
+    default reset would run four statements per release for nothing."""
+
+
 async def create_pool(database_url: str, max_size: int) -> asyncpg.Pool:
     """A pool whose json/jsonb columns read and write Python objects."""
     return await asyncpg.create_pool(
-        database_url, min_size=1, max_size=max_size, init=_init_connection
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
     )
 
 

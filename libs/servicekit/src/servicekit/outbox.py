@@ -5,6 +5,12 @@ change that caused it committed. `OutboxRelay` publishes pending rows in batches
 message persistent, mandatory and confirmed, and marks a row sent only after its confirm.
 A crash between confirm and mark publishes that row again: consumers are idempotent.
 
+The writer wakes the relay in-process once its transaction has committed (`wake`): the
+consumer after a commit that wrote events (`tracking_writes` tells), the HTTP app after a
+write request. A PostgreSQL NOTIFY would do the same across processes, but it takes a lock
+that serialises every commit in the cluster; rows written by other replicas or by a timer are
+found by the relay's poll instead.
+
 A row the broker refuses (returned as unroutable, or nacked) is retried on its own backoff
 so it never holds up the others; when the broker cannot be reached, the relay backs off.
 """
@@ -13,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -25,7 +33,19 @@ from .topology import EVENTS_EXCHANGE
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "outbox"
+_writes: ContextVar[list[bool] | None] = ContextVar("outbox_writes", default=None)
+
+
+@contextlib.contextmanager
+def tracking_writes() -> Iterator[Callable[[], bool]]:
+    """Within the block, `add_to_outbox` is noted: the yielded callable says whether any row
+    was written, so a committed transaction that wrote none needs no relay round."""
+    wrote = [False]
+    token = _writes.set(wrote)
+    try:
+        yield lambda: wrote[0]
+    finally:
+        _writes.reset(token)
 
 
 async def add_to_outbox(
@@ -39,7 +59,8 @@ async def add_to_outbox(
         event.model_dump(mode="json"),
         headers or {},
     )
-    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # delivered at commit, wakes the relay
+    if (wrote := _writes.get()) is not None:
+        wrote[0] = True
 
 
 async def count_unpublished(conn: asyncpg.Connection) -> int:
@@ -52,7 +73,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Callable[[], asyncpg.Pool],
         broker: RabbitBroker,
         *,
         batch_size: int,
@@ -68,13 +89,12 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
 
     async def run(self) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
+            self._wake.clear()  # a wake from here on means rows this round may not see
             try:
-                await self._ensure_listener()
                 while await self.publish_batch() == self._batch_size:
                     pass  # a full batch means more may be waiting
                 backoff = 0.1
@@ -83,10 +103,12 @@ class OutboxRelay:
                 log.warning(
                     "outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff
                 )
-                await self._drop_listener()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
-        await self._drop_listener()
+
+    def wake(self) -> None:
+        """Rows have just committed: publish them now rather than at the next poll."""
+        self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -94,7 +116,7 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; return how many rows were marked published."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """SELECT id, event_id, routing_key, payload, headers FROM outbox
                    WHERE published_at IS NULL AND next_attempt_at <= now()
@@ -123,7 +145,7 @@ class OutboxRelay:
                 await self._retry_later(conn, refused)
         for row, error in zip(rows, results, strict=True):
             if error is None:
-                log.info("event %s (%s) published", row["event_id"], row["routing_key"])
+                log.debug("event %s (%s) published", row["event_id"], row["routing_key"])
             else:
                 log.warning(
                     "event %s (%s) not published: %r", row["event_id"], row["routing_key"], error
@@ -161,22 +183,7 @@ class OutboxRelay:
             timeout=self._confirm_timeout,
         )
 
-    async def _ensure_listener(self) -> None:
-        if self._listener is None or self._listener.is_closed():
-            self._listener = await self._pool.acquire()
-            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-
-    async def _drop_listener(self) -> None:
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
-                await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            await self._pool.release(listener)
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
     async def _sleep(self, seconds: float) -> None:
+        """Sleep until woken or `seconds` have passed."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        self._wake.clear()

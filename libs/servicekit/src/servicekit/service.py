@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import Channel, RabbitBroker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts import Event
 
@@ -116,6 +117,13 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         assert runtime.pool is not None, "the pool exists once the app has started"
         return runtime.pool
 
+    relay = OutboxRelay(
+        pool,
+        broker,
+        batch_size=settings.outbox_batch_size,
+        poll_interval=settings.outbox_poll_interval,
+        confirm_timeout=settings.publish_confirm_timeout,
+    )
     consumer = consumer_factory(
         spec.name,
         pool,
@@ -124,6 +132,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         prefetch=settings.prefetch,
         max_attempts=settings.max_attempts,
         retry_delays=settings.retry_delays,
+        after_commit=relay.wake,
     )
     runtime = ServiceRuntime(
         broker=broker, consumer=consumer, settings=settings, circuits=spec.circuits
@@ -135,13 +144,6 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.pool = await create_pool(settings.database_url, settings.db_pool_size)
-        relay = OutboxRelay(
-            runtime.pool,
-            broker,
-            batch_size=settings.outbox_batch_size,
-            poll_interval=settings.outbox_poll_interval,
-            confirm_timeout=settings.publish_confirm_timeout,
-        )
         connecting = asyncio.create_task(runtime.connect_broker(), name="connect-broker")
         relaying = asyncio.create_task(relay.run(), name="outbox-relay")
         working = [
@@ -165,6 +167,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
             log.info("stopped")
 
     app = FastAPI(title=spec.name, version=spec.version, lifespan=lifespan)
+    app.add_middleware(WakeRelayAfterWrites, wake=relay.wake)
     app.state.runtime = runtime
     app.state.spec = spec
     app.include_router(health_router)
@@ -173,6 +176,24 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+class WakeRelayAfterWrites:
+    """ASGI middleware: after a request that may have written events (any method but GET,
+    HEAD and OPTIONS), wake the outbox relay, so they are published at once.
+
+    Plain ASGI rather than `@app.middleware("http")`, which costs a task per request."""
+
+    READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, app: ASGIApp, wake: Callable[[], None]) -> None:
+        self.app = app
+        self.wake = wake
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] not in self.READS:
+            self.wake()
 
 
 def _name_of(work: Callable[..., object]) -> str:

@@ -28,7 +28,10 @@ class ServiceSettings(BaseSettings):
     )
     outbox_batch_size: int = Field(100, ge=1, le=10_000)
     outbox_poll_interval: float = Field(
-        1.0, gt=0, description="Fallback poll; new rows normally wake the relay at once."
+        1.0,
+        gt=0,
+        description="Seconds between polls for rows this process did not write (other "
+        "replicas, timers); rows it writes wake the relay at once.",
     )
     publish_confirm_timeout: float = Field(10.0, gt=0)
     retry_delays: tuple[PositiveFloat, ...] = Field(
@@ -46,7 +49,7 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"db_pool_size ({self.db_pool_size}) must be at least prefetch + 3 "
                 f"({self.prefetch + 3}): every in-flight message holds a connection, "
-                "and HTTP and the outbox relay (publisher and listener) need theirs"
+                "and HTTP and the outbox relay need theirs"
             )
         return self
 
