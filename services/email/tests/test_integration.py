@@ -249,3 +249,14 @@ async def test_the_audit_counts_the_events_waiting_in_the_outbox(
         return row["count"] >= 1 and answer == {"service": "email", "unpublished": row["count"]}
 
     await eventually(counted_as_the_outbox_holds)
+
+
+async def test_emails_one_after_another_share_one_smtp_connection(
+    email, rabbitmq, databases, smtp_sink
+) -> None:
+    order = await known_order(databases, rabbitmq, order_created(LINES))
+    await publish_event(rabbitmq.url, from_orders(OrderConfirmedV1, order))
+    await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is confirmed"))
+    await cancelled_order(databases, rabbitmq, smtp_sink, order)
+    assert len(smtp_sink.handler.about(str(order.order_id))) == 2
+    assert len(smtp_sink.handler.connections_for(str(order.order_id))) == 1

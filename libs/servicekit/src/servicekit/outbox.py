@@ -17,7 +17,6 @@ so it never holds up the others; when the broker cannot be reached, the relay ba
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -118,7 +117,8 @@ class OutboxRelay:
         """Publish up to one batch; return how many rows were marked published."""
         async with self._pool().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT id, event_id, routing_key, payload, headers FROM outbox
+                """SELECT id, event_id, routing_key, payload::text AS body,
+                          payload->>'correlation_id' AS correlation_id, headers FROM outbox
                    WHERE published_at IS NULL AND next_attempt_at <= now()
                    ORDER BY id LIMIT $1
                    FOR UPDATE SKIP LOCKED""",
@@ -168,15 +168,16 @@ class OutboxRelay:
         )
 
     async def _publish(self, row: asyncpg.Record) -> None:
-        payload = row["payload"]
+        """Publish the row's payload as PostgreSQL renders it: JSON text, never decoded and
+        encoded again here."""
         await self._broker.publish(
-            json.dumps(payload).encode(),
+            row["body"].encode(),
             exchange=EVENTS_EXCHANGE,
             routing_key=row["routing_key"],
             persist=True,
             mandatory=True,
             message_id=str(row["event_id"]),
-            correlation_id=payload.get("correlation_id"),
+            correlation_id=row["correlation_id"],
             message_type=row["routing_key"],
             content_type="application/json",
             headers=row["headers"],

@@ -52,6 +52,9 @@ class ServiceSpec:
     workers: Sequence[Callable[[asyncpg.Pool], Coroutine[Any, Any, None]]] = ()
     """Background loops run for the life of the process on the service's pool, e.g. a timer
     (bind anything else they need with `functools.partial`); cancelled on stop."""
+    on_stop: Sequence[Callable[[], None]] = ()
+    """Called once consumers and workers have stopped: release what the service holds open
+    (e.g. idle SMTP connections)."""
 
 
 @dataclass
@@ -163,6 +166,8 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
                 task.cancel()
             await asyncio.gather(connecting, relaying, *working, return_exceptions=True)
             await broker.stop()
+            for release in spec.on_stop:
+                release()
             await runtime.pool.close()
             log.info("stopped")
 

@@ -17,12 +17,24 @@ from .servers import free_port
 class CapturingSmtpHandler:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.peers: list[tuple[str, int]] = []
+        """The client address and port of each accepted message's connection, in order."""
         self._lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         with self._lock:
             self.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+            self.peers.append(tuple(session.peer[:2]))
         return "250 Message accepted for delivery"
+
+    def connections_for(self, text: str) -> set[tuple[str, int]]:
+        """The connections the messages mentioning `text` came over."""
+        with self._lock:
+            return {
+                peer
+                for message, peer in zip(self.messages, self.peers, strict=True)
+                if text in message["Subject"] or text in message.as_string()
+            }
 
     def about(self, text: str) -> list[EmailMessage]:
         """Messages whose subject or body mentions `text` (e.g. an order id)."""

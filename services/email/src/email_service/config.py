@@ -19,6 +19,9 @@ class EmailSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
+    smtp_idle_connections: int = Field(
+        4, ge=0, description="SMTP conversations kept open between emails and reused."
+    )
     sender_address: str = "orders@orderflow.example"
     smtp_circuit_failure_threshold: int = Field(
         5, ge=1, description="Consecutive SMTP failures that open the circuit."

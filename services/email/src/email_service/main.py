@@ -27,14 +27,16 @@ def create_app(
         failure_threshold=settings.smtp_circuit_failure_threshold,
         reset_timeout=settings.smtp_circuit_reset_timeout,
     )
+    sender = SmtpSender(settings, smtp_circuit)
     return build_app(
         ServiceSpec(
             name=SERVICE,
             settings=settings,
             routers=[router],
-            handlers=event_handlers(SmtpSender(settings, smtp_circuit)),
+            handlers=event_handlers(sender),
             publishes=[OrderConfirmationSentV1],
             circuits=[smtp_circuit],
+            on_stop=[sender.close],
         ),
         consumer_factory=consumer_factory,
     )
