@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic_settings import SettingsConfigDict
 
 from contracts import OrderCreatedV1
-from servicekit.rpc import Responder
+from servicekit.rpc import RESPONDER_PREFETCH, Responder
 from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
 from servicekit.topology import retry_queue_name, work_queue_name
@@ -130,6 +130,15 @@ async def test_each_consuming_queue_has_a_channel_of_its_own_with_the_configured
     probe, rabbitmq
 ) -> None:
     consuming_on_own_channels(rabbitmq)
+
+
+async def test_a_responder_takes_a_few_queries_at_a_time_on_a_channel_of_its_own(
+    probe, rabbitmq
+) -> None:
+    found = consumers(rabbitmq)
+    [responder] = [c for c in found if c["queue_name"] == QUERY_QUEUE]
+    assert responder["prefetch_count"] == RESPONDER_PREFETCH
+    assert [c["channel_pid"] for c in found].count(responder["channel_pid"]) == 1
 
 
 async def test_each_consuming_queue_holds_at_most_prefetch_unacked_and_handlers_stay_bounded(
