@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import aio_pika
 import pytest
-from faststream.rabbit import RabbitBroker
 from typer.testing import CliRunner
 
 from orderctl.cli import app
@@ -38,15 +37,10 @@ RETRY = retry_queue_name(SERVICE, 1)
 @pytest.fixture
 async def url(rabbitmq) -> str:
     """The test vhost with the orders topology declared and every queue empty."""
-    broker = RabbitBroker(rabbitmq.url)
-    await broker.connect()
-    try:
-        await TOPOLOGY.declare(broker)
-    finally:
-        await broker.stop()
     connection = await aio_pika.connect(rabbitmq.url)
     async with connection:
         channel = await connection.channel()
+        await TOPOLOGY.declare(channel)
         for queue in TOPOLOGY.all_queues:
             await (await channel.get_queue(queue.name)).purge()
     return rabbitmq.url

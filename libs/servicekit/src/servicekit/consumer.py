@@ -140,8 +140,9 @@ class EventConsumer:
 
     The versions it accepts (`readable_as`) are the routing keys its work queue is bound to,
     so a deploy never binds what it would dead-letter as unknown, nor misses what it reads.
-    Every consuming queue has its own prefetch window, but at most `prefetch` handlers run
-    at once, so the database pool sized for `prefetch` is enough.
+    Every consuming queue (work and each retry tier) has its own channel and a prefetch window
+    of `prefetch` messages, but at most `prefetch` handlers run at once, so the database pool
+    sized for `prefetch` is enough.
     """
 
     def __init__(
@@ -181,7 +182,10 @@ class EventConsumer:
     def _subscribe(self, queue: RabbitQueue, prefetch: int, tier: int) -> Any:
         subscriber = self._broker.subscriber(
             queue,
-            channel=Channel(prefetch_count=prefetch),
+            # A channel of its own with a per-consumer limit (not a global one: quorum queues
+            # refuse it). FastStream opens it only if the queue is not in its declarer cache
+            # when the subscriber starts; `ServiceTopology.declare` keeps it out of there.
+            channel=Channel(prefetch_count=prefetch, global_qos=False),
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_body,
             title=queue.name,

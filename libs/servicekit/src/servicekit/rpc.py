@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
-from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
+
+RESPONDER_PREFETCH = 4
+"""Queries a responder takes at a time unless told otherwise. Each answer runs on a pooled
+connection, beside the event handlers, like an HTTP request: keep it small next to the pool."""
 
 Reply = TypeVar("Reply", bound=BaseModel)
 
@@ -31,6 +35,9 @@ class Responder:
     queue: str
     request: type[BaseModel]
     answer: Callable[[asyncpg.Pool, Any], Awaitable[BaseModel]]
+    prefetch: int = RESPONDER_PREFETCH
+    """Unacknowledged queries at a time, on the responder's own channel: without one, every
+    query waiting in the queue would start an answer at once."""
 
     def declaration(self) -> RabbitQueue:
         """Not durable: a query is worth nothing after a restart, and each one expires."""
@@ -48,7 +55,11 @@ def subscribe_responder(
         return reply.model_dump(mode="json")
 
     respond.__doc__ = f"Answers {request_model.__name__} with the current state."
-    return broker.subscriber(responder.declaration(), title=f"{responder.queue}:request")(respond)
+    return broker.subscriber(
+        responder.declaration(),
+        channel=Channel(prefetch_count=responder.prefetch),
+        title=f"{responder.queue}:request",
+    )(respond)
 
 
 async def ask(

@@ -11,10 +11,11 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from aio_pika.abc import AbstractRobustChannel
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import Channel, RabbitBroker
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -68,6 +69,11 @@ class ServiceRuntime:
     pool: asyncpg.Pool | None = None
     broker_ready: bool = False
     broker_error: str | None = None
+    topology_channel: AbstractRobustChannel | None = field(default=None, repr=False)
+    """The channel the topology is declared on, and nothing consumes on (see
+    `ServiceTopology.declare`). Held here for the connection's life: the robust connection
+    keeps only weak references to its channels, and re-declares what this one declared
+    after a reconnect."""
 
     @property
     def topology(self) -> ServiceTopology:
@@ -82,9 +88,11 @@ class ServiceRuntime:
         delay = 0.5
         while True:
             try:
-                await self.broker.connect()
-                await self.topology.declare(self.broker)
-                await self.broker.start()
+                connection = await self.broker.connect()
+                if self.topology_channel is None or self.topology_channel.is_closed:
+                    self.topology_channel = await connection.channel(publisher_confirms=False)
+                await self.topology.declare(self.topology_channel)
+                await self.broker.start()  # each subscriber opens its own channel and QoS
             except Exception as exc:  # noqa: BLE001 - unreachable or refused: report and retry
                 self.broker_error = f"{type(exc).__name__}: {exc}"
                 log.warning("RabbitMQ not ready (%s); retrying in %.1fs", self.broker_error, delay)

@@ -19,7 +19,12 @@ class ServiceSettings(BaseSettings):
     http_port: int
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    prefetch: int = Field(16, ge=1, le=1000, description="Unacked messages per consumer.")
+    prefetch: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Unacked messages per consuming queue, and the most handlers run at once.",
+    )
     db_pool_size: int = Field(
         24, ge=4, description="At least prefetch + 3: each handler holds one."
     )
@@ -48,8 +53,8 @@ class ServiceSettings(BaseSettings):
         if self.db_pool_size < self.prefetch + 3:
             raise ValueError(
                 f"db_pool_size ({self.db_pool_size}) must be at least prefetch + 3 "
-                f"({self.prefetch + 3}): every in-flight message holds a connection, "
-                "and HTTP and the outbox relay need theirs"
+                f"({self.prefetch + 3}): each running handler (at most prefetch at once) holds "
+                "a connection, and HTTP and the outbox relay need theirs"
             )
         return self
 

@@ -24,7 +24,8 @@ only. Changing a service's retry delays changes its wait queues: drain and delet
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
 from contracts import EVENTS_BY_ROUTING_KEY
 
@@ -131,21 +132,47 @@ class ServiceTopology:
             },
         )
 
-    async def declare(self, broker: RabbitBroker) -> None:
-        """Declare exchanges, queues and bindings; safe to repeat.
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare exchanges, queues and bindings on `channel`; safe to repeat.
 
         Bindings converge on what this deploy reads: an event version it no longer accepts
         (after a rollback, say) is unbound, so it never reaches a consumer that would only
         dead-letter it.
+
+        Use a channel nobody consumes on, never `RabbitBroker.declare_queue`: FastStream
+        caches each queue it declares by its definition alone, whatever the channel, and a
+        subscriber finding its queue in that cache consumes on the channel it was declared
+        on instead of opening its own `Channel(prefetch_count=N)`. Each subscriber declares
+        its queue again, identically, on its own channel as it starts.
         """
-        events = await broker.declare_exchange(EVENTS_EXCHANGE)
-        dlx = await broker.declare_exchange(self.dead_letter_exchange)
-        dlq = await broker.declare_queue(self.dead_letter_queue)
+        events = await _declare_exchange(channel, EVENTS_EXCHANGE)
+        dlx = await _declare_exchange(channel, self.dead_letter_exchange)
+        dlq = await _declare_queue(channel, self.dead_letter_queue)
         await dlq.bind(dlx, routing_key="")
         for queue in [*self.wait_queues, *self.retry_queues]:
-            await broker.declare_queue(queue)
-        work = await broker.declare_queue(self.work_queue)
+            await _declare_queue(channel, queue)
+        work = await _declare_queue(channel, self.work_queue)
         for key in self.routing_keys:
             await work.bind(events, routing_key=key)
         for key in EVENTS_BY_ROUTING_KEY.keys() - set(self.routing_keys):
             await work.unbind(events, routing_key=key)
+
+
+async def _declare_exchange(channel: AbstractChannel, exchange: RabbitExchange) -> AbstractExchange:
+    return await channel.declare_exchange(
+        exchange.name,
+        exchange.type.value,
+        durable=exchange.durable,
+        auto_delete=exchange.auto_delete,
+        arguments=exchange.arguments,
+    )
+
+
+async def _declare_queue(channel: AbstractChannel, queue: RabbitQueue) -> AbstractQueue:
+    return await channel.declare_queue(
+        queue.name,
+        durable=queue.durable,
+        exclusive=queue.exclusive,
+        auto_delete=queue.auto_delete,
+        arguments=queue.arguments,
+    )
