@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from bench import cpu, report
+from bench.cli import columns
 from bench.load import Load, Outcome
 from bench.observe import COMPLETED, MILESTONES, Tap
 from bench.run import Options, run
@@ -249,3 +250,32 @@ async def test_a_short_run_completes_every_order_and_reports_every_figure(
         await admin.close()
     assert left == []
     assert figures["system"]["vhost"] not in infrastructure.ctl("list_vhosts")
+
+
+def test_the_medians_of_each_tree_stand_side_by_side() -> None:
+    def run(tree: str, commit: str, cpu_total: float, rate: float) -> dict:
+        return {
+            "revision": {"tree": tree, "commit": commit, "dirty": False},
+            "cpu_ms_per_order": {"total": cpu_total},
+            "throughput": {"end_to_end_per_s": rate},
+        }
+
+    runs = [
+        run("/a", "aaa", 100.0, 10.0),
+        run("/b", "bbb", 50.0, 20.0),
+        run("/a", "aaa", 120.0, 12.0),
+        run("/b", "bbb", 40.0, 30.0),
+        run("/a", "aaa", 300.0, 11.0),
+    ]
+    medians = columns(runs)
+    assert medians == {
+        "aaa": {"cpu_ms_per_order.total": 120.0, "throughput.end_to_end_per_s": 11.0},
+        "bbb": {"cpu_ms_per_order.total": 45.0, "throughput.end_to_end_per_s": 25.0},
+    }
+    table = report.comparison(medians, repeat=3).splitlines()
+    assert table[0].split() == ["median", "of", "3", "run(s)", "aaa", "bbb", "last/first"]
+    assert "CPU ms/order total" in table[-1] and table[-1].split()[-3:] == [
+        "120.00",
+        "45.00",
+        "0.38",
+    ]
