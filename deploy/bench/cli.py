@@ -7,6 +7,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import asyncpg
+
 from devstack import ROOT, StackConfig
 
 from . import report
@@ -129,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):
         for tree in trees:
             print(f"run {len(runs) + 1} of {count}: the services of {tree}", file=sys.stderr)
-            figures = asyncio.run(run(options(args, tree), servers, Progress()))
+            try:
+                figures = asyncio.run(run(options(args, tree), servers, Progress()))
+            except (OSError, RuntimeError, TimeoutError, asyncpg.PostgresError) as exc:
+                # The servers refused (a connection, rabbitmqctl) or a service did not start.
+                print(f"run {len(runs) + 1} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 2
             print(report.text(figures) + "\n", flush=True)
             runs.append(figures)
     medians = columns(runs)
