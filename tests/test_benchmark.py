@@ -116,7 +116,11 @@ def test_host_and_memory_readers() -> None:
     burn(0.05)
     assert cpu.host_busy_seconds() >= first > 0
     assert cpu.resident_mb(os.getpid()) > 1
-    assert os.getpid() in cpu.pids_named(cpu.process_stat(os.getpid()).command)
+    command, me = cpu.process_stat(os.getpid()).command, os.getpid()
+    first_word = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert me in cpu.pids_named(command)
+    assert me in cpu.pids_named(command, argument=first_word)
+    assert me not in cpu.pids_named(command, argument="no-such-word")
 
 
 async def test_the_open_loop_keeps_its_schedule_and_counts_a_stall_against_the_system() -> None:

@@ -90,9 +90,20 @@ def own_seconds(pid: int) -> float | None:
     return stat.own if stat else None
 
 
-def pids_named(command: str) -> list[int]:
-    """Every process whose command (`/proc/<pid>/comm`) is `command`, e.g. `beam.smp`."""
-    return sorted(pid for pid, stat in all_processes().items() if stat.command == command)
+def pids_named(command: str, argument: str | None = None) -> list[int]:
+    """Every process whose command (`/proc/<pid>/comm`) is `command`, e.g. `beam.smp`, and
+    whose command line holds `argument` as one of its words, when given."""
+    found = []
+    for pid, stat in all_processes().items():
+        if stat.command != command:
+            continue
+        try:
+            words = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if argument is None or argument.encode() in words:
+            found.append(pid)
+    return sorted(found)
 
 
 def host_busy_seconds() -> float:

@@ -260,7 +260,8 @@ class CpuMeter:
     ) -> None:
         self.roots = {name: [process.pid] for name, process in stack.processes.items()}
         self.roots["postgresql"] = [postmaster] if postmaster else []
-        self.roots["rabbitmq"] = cpu.pids_named("beam.smp")
+        # The broker's Erlang VM runs `-s rabbit boot`; rabbitmqctl runs a short-lived one too.
+        self.roots["rabbitmq"] = cpu.pids_named("beam.smp", argument="rabbit")
         self.admin, self.prefix, self.local_postgres = admin, prefix, postmaster is not None
 
     async def read(self) -> Reading:
