@@ -84,8 +84,8 @@ class Measured:
     dead_letters: int = 0
     in_retry: int = 0
     shutdown: dict[str, int] = field(default_factory=dict)
-    system: dict[str, str] = field(default_factory=dict)
-    """Where the system ran: its database prefix, virtual host, logs."""
+    system: dict[str, object] = field(default_factory=dict)
+    """Where the system ran: its database prefix, virtual host, logs; connections free."""
 
 
 def figures(run: Measured) -> dict:
