@@ -39,6 +39,9 @@ class StackConfig:
     """False: every process writes to this terminal; True: to `<run_dir>/<name>.log`."""
     service_env: dict[str, str] = field(default_factory=dict)
     """Extra environment for every service, e.g. `{"ORDERS_PREFETCH": "4"}`."""
+    services_tree: Path = ROOT
+    """The checkout whose code the services run: this one with this interpreter, or another
+    (an older revision, say) as `<tree>/.venv/bin/python -m <package> serve` from there."""
 
     @classmethod
     def from_environment(cls) -> "StackConfig":
@@ -74,6 +77,12 @@ class StackConfig:
     @property
     def mbox(self) -> Path:
         return self.run_dir / "mail.mbox"
+
+    @property
+    def service_python(self) -> str:
+        if self.services_tree.resolve() == ROOT:
+            return sys.executable
+        return str(self.services_tree / ".venv" / "bin" / "python")
 
 
 class Stack:
@@ -126,11 +135,14 @@ class Stack:
         how = [launcher] if launcher else ["-m"]
         self._spawn(
             name,
-            [sys.executable, *how, entry.package, "serve"],
+            [self.config.service_python, *how, entry.package, "serve"],
             {**self.environment(entry), **(env or {})},
+            cwd=self.config.services_tree,
         )
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    def _spawn(
+        self, name: str, command: list[str], env: dict[str, str], cwd: Path = ROOT
+    ) -> None:
         output = None
         if self.config.log_to_files:
             output = open(self.config.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
@@ -138,7 +150,7 @@ class Stack:
         self.processes[name] = subprocess.Popen(
             command,
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,

@@ -1,0 +1,119 @@
+"""The shared servers, as the benchmark uses them: a virtual host of its own on RabbitMQ, and
+PostgreSQL's server-level statistics (never a service's tables).
+
+Each run gets a fresh virtual host, so no other stack on the broker (a `make run`, another
+benchmark) shares its queues, and databases under a prefix of its own; both are removed
+at the end unless the run keeps them.
+"""
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+import asyncpg
+
+from . import cpu
+
+
+@dataclass(frozen=True)
+class Servers:
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
+    rabbitmqctl: tuple[str, ...] = ("rabbitmqctl",)
+    """How to administer the broker, e.g. `docker exec <container> rabbitmqctl`."""
+
+    @classmethod
+    def from_environment(cls) -> "Servers":
+        """RABBITMQ_URL, POSTGRES_URL and RABBITMQCTL, as `make run` and the tests read them."""
+        default = cls()
+        return cls(
+            rabbitmq_url=os.environ.get("RABBITMQ_URL", default.rabbitmq_url),
+            postgres_url=os.environ.get("POSTGRES_URL", default.postgres_url).rstrip("/"),
+            rabbitmqctl=tuple(shlex.split(os.environ.get("RABBITMQCTL", "rabbitmqctl"))),
+        )
+
+    def vhost_url(self, vhost: str) -> str:
+        return urlsplit(self.rabbitmq_url)._replace(path="/" + quote(vhost, safe="")).geturl()
+
+    def create_vhost(self, vhost: str) -> str:
+        """Add the virtual host, let the URL's user use it; its URL."""
+        user = urlsplit(self.rabbitmq_url).username or "guest"
+        self._ctl("add_vhost", vhost)
+        self._ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        return self.vhost_url(vhost)
+
+    def delete_vhost(self, vhost: str) -> None:
+        self._ctl("delete_vhost", vhost)
+
+    def _ctl(self, *args: str) -> None:
+        done = subprocess.run(
+            [*self.rabbitmqctl, *args], capture_output=True, text=True, timeout=60
+        )
+        if done.returncode != 0:
+            command = " ".join((*self.rabbitmqctl, *args))
+            raise RuntimeError(f"{command} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+
+@dataclass(frozen=True)
+class PostgresFigures:
+    """Counters of the PostgreSQL server at one moment."""
+
+    commits: dict[str, int] = field(default_factory=dict)
+    """pg_stat_database.xact_commit of each database of the run."""
+    wal_bytes: int = 0
+    """pg_current_wal_lsn() as a byte position: WAL written by the whole server."""
+
+
+def lsn_bytes(lsn: str) -> int:
+    """A WAL position (`16/B374D848`) as bytes since the start of the WAL."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+async def postgres_figures(conn: asyncpg.Connection, database_prefix: str) -> PostgresFigures:
+    rows = await conn.fetch(
+        "SELECT datname, xact_commit FROM pg_stat_database WHERE starts_with(datname, $1)",
+        database_prefix,
+    )
+    lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+    return PostgresFigures({row["datname"]: row["xact_commit"] for row in rows}, lsn_bytes(lsn))
+
+
+async def connections_free(conn: asyncpg.Connection) -> tuple[int, int]:
+    """(connections free, max_connections): a shared server may have too few left for a
+    system whose pools each grow to `*_DB_POOL_SIZE`."""
+    most = int(await conn.fetchval("SHOW max_connections"))
+    used = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    )
+    return most - used, most
+
+
+async def backend_pids(conn: asyncpg.Connection, database_prefix: str) -> list[int]:
+    """The server processes serving the run's databases, the services' connections."""
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE starts_with(datname, $1)", database_prefix
+    )
+    return [row["pid"] for row in rows]
+
+
+async def postmaster_pid(conn: asyncpg.Connection) -> int | None:
+    """The PostgreSQL server's main process, the parent of this connection's backend; None
+    when the server runs elsewhere (another host, another PID namespace)."""
+    backend = cpu.process_stat(await conn.fetchval("SELECT pg_backend_pid()"))
+    if backend is None or backend.command != "postgres":
+        return None
+    parent = cpu.process_stat(backend.parent)
+    return parent.pid if parent is not None and parent.command == "postgres" else None
+
+
+async def drop_databases(conn: asyncpg.Connection, database_prefix: str) -> list[str]:
+    """Drop every database named `<database_prefix>...`; their names."""
+    names = await conn.fetch(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", database_prefix
+    )
+    for row in names:
+        await conn.execute(f'DROP DATABASE "{row["datname"]}" WITH (FORCE)')
+    return [row["datname"] for row in names]
