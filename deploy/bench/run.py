@@ -147,7 +147,10 @@ async def run(options: Options, servers: Servers, progress: Progress | None = No
     try:
         free, most = await connections_free(admin)
         stack.start()
-        await asyncio.to_thread(stack.wait_ready, 120.0)
+        try:
+            await asyncio.to_thread(stack.wait_ready, 120.0)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n{_last_lines(stack)}") from exc
         async with await aio_pika.connect(config.rabbitmq_url) as broker:
             measured = await _measure(
                 options, revision(tree), stack, broker, admin, prefix, progress
@@ -291,6 +294,16 @@ class CpuMeter:
         await asyncio.sleep(seconds)
         spent, _ = report.cpu_figures(*self.spent(start, await self.read()), orders=1)
         return {name: None if v is None else v * 1000 / seconds for name, v in spent.items()}
+
+
+def _last_lines(stack: Stack, count: int = 8) -> str:
+    """The end of the log of every process that has exited: why it did not start."""
+    tails = []
+    for name in stack.exited():
+        log = stack.config.run_dir / f"{name}.log"
+        lines = log.read_text(errors="replace").splitlines()[-count:] if log.exists() else []
+        tails.append(f"--- the end of {log}:\n" + "\n".join(lines))
+    return "\n".join(tails)
 
 
 def _memory(stack: Stack) -> dict[str, float | None]:
