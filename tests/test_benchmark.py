@@ -90,6 +90,10 @@ def test_the_cpu_reader_agrees_with_the_kernel_about_this_process() -> None:
 CHILD = "burn(0.3)\nprint('burnt', flush=True)\ninput()"
 
 
+EXIT_ALLOWANCE = 0.15
+"""CPU seconds a child may spend between the reading and its exit, on a busy machine."""
+
+
 def test_a_process_tree_counts_a_live_child_and_then_what_was_reaped_of_it() -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", f"import time\n{inspect.getsource(burn)}\n{CHILD}"],
@@ -107,7 +111,9 @@ def test_a_process_tree_counts_a_live_child_and_then_what_was_reaped_of_it() -> 
     )
     reaped_before = processes[me].reaped
     child.communicate("\n")  # it exits, and this process waits for it: its CPU is reaped
-    assert cpu.process_stat(me).reaped - reaped_before == pytest.approx(spent, abs=2 * cpu.TICK)
+    reaped = cpu.process_stat(me).reaped - reaped_before
+    # What it spent after the reading (answering, the interpreter's exit) is reaped too.
+    assert spent - cpu.TICK <= reaped <= spent + EXIT_ALLOWANCE
     assert cpu.cpu_seconds({"gone": [child.pid]}) == {"gone": None}
 
 
