@@ -5,20 +5,28 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic_settings import SettingsConfigDict
 
 from contracts import OrderConfirmedV1
 from servicekit.db import create_pool
 from servicekit.outbox import add_to_outbox
+from servicekit.service import ServiceSpec, build_app
+from servicekit.settings import ServiceSettings
 from testkit.broker import tap
 from testkit.events import order_created
 from testkit.polling import eventually
 from testkit.probes import fetch
-from testkit.services import probe_service
+from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
 
 LISTENED_TO = "order.created.v2"
 """The only routing key bound in this module's vhost (by the tap); nothing consumes the rest."""
+
+
+class RelaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RELAY_")
+    http_port: int = 0
 
 
 @pytest.fixture
@@ -28,16 +36,15 @@ async def relay_database(rabbitmq, databases, tmp_path: Path):
     It polls once a minute, so nothing but the NOTIFY of a commit starts a batch: each row
     is tried exactly when the test writes it.
     """
-    database_url = databases.url("relay")
-    async with probe_service(
-        {},
-        name="relay",
-        rabbitmq_url=rabbitmq.url,
-        database_url=database_url,
-        migrations=tmp_path,
-        outbox_poll_interval=60,
-    ):
-        yield database_url
+    settings = RelaySettings(
+        database_url=databases.url("relay"), rabbitmq_url=rabbitmq.url, outbox_poll_interval=60
+    )
+
+    def create_app(settings):
+        return build_app(ServiceSpec("relay", settings, routers=[], handlers={}))
+
+    async with service_under_test(create_app, settings, tmp_path, "relay"):
+        yield settings.database_url
 
 
 async def outbox_row(database_url: str, event) -> dict:
