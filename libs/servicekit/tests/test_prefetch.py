@@ -12,17 +12,14 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from pydantic_settings import SettingsConfigDict
 
 from contracts import OrderCreatedV1
 from servicekit.rpc import RESPONDER_PREFETCH, Responder
-from servicekit.service import ServiceSpec, build_app
-from servicekit.settings import ServiceSettings
 from servicekit.topology import retry_queue_name, work_queue_name
 from testkit.broker import publish_event, publish_raw
 from testkit.events import order_created
 from testkit.polling import eventually
-from testkit.services import service_under_test
+from testkit.services import probe_service
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +29,6 @@ WORK = work_queue_name("probe")
 RETRY_1 = retry_queue_name("probe", 1)
 CONSUMING = {WORK, RETRY_1, retry_queue_name("probe", 2)}
 QUERY_QUEUE = "probe.query"
-
-
-class ProbeSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="PROBE_")
-    http_port: int = 0
 
 
 class HeldHandler:
@@ -69,25 +61,16 @@ async def pong(pool, query: Ping) -> Ping:
 @pytest.fixture
 async def probe(rabbitmq, databases, tmp_path: Path):
     handler = HeldHandler()
-    settings = ProbeSettings(
-        database_url=databases.url("probe"),
+    async with probe_service(
+        {OrderCreatedV1: handler},
+        responders=[Responder(QUERY_QUEUE, Ping, pong)],
         rabbitmq_url=rabbitmq.url,
+        database_url=databases.url("probe"),
+        migrations=tmp_path,
         retry_delays=DELAYS,
         prefetch=PREFETCH,
         db_pool_size=PREFETCH + 3,
-    )
-
-    def create_app(settings):
-        spec = ServiceSpec(
-            "probe",
-            settings,
-            routers=[],
-            handlers={OrderCreatedV1: handler},
-            responders=[Responder(QUERY_QUEUE, Ping, pong)],
-        )
-        return build_app(spec)
-
-    async with service_under_test(create_app, settings, tmp_path, "probe") as client:
+    ) as client:
         try:
             yield handler, client
         finally:

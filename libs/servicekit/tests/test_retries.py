@@ -11,26 +11,18 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from pydantic_settings import SettingsConfigDict
 
 from contracts import OrderCreatedV1
 from servicekit.consumer import PermanentFailure, RetryLater
-from servicekit.service import ServiceSpec, build_app
-from servicekit.settings import ServiceSettings
 from testkit.broker import peek_queue, publish_event, publish_raw
 from testkit.events import order_created
 from testkit.polling import eventually
-from testkit.services import service_under_test
+from testkit.services import probe_service
 
 pytestmark = pytest.mark.integration
 
 DELAYS = (0.3, 0.6)
 MAX_ATTEMPTS = 3
-
-
-class ProbeSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="PROBE_")
-    http_port: int = 0
 
 
 class ScriptedHandler:
@@ -51,18 +43,14 @@ class ScriptedHandler:
 @pytest.fixture
 async def probe(rabbitmq, databases, tmp_path: Path):
     handler = ScriptedHandler()
-    settings = ProbeSettings(
-        database_url=databases.url("probe"),
+    async with probe_service(
+        {OrderCreatedV1: handler},
         rabbitmq_url=rabbitmq.url,
+        database_url=databases.url("probe"),
+        migrations=tmp_path,
         retry_delays=DELAYS,
         max_attempts=MAX_ATTEMPTS,
-    )
-
-    def create_app(settings):
-        spec = ServiceSpec("probe", settings, routers=[], handlers={OrderCreatedV1: handler})
-        return build_app(spec)
-
-    async with service_under_test(create_app, settings, tmp_path, "probe") as client:
+    ) as client:
         yield handler, client
 
 

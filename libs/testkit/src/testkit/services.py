@@ -1,12 +1,13 @@
 """A service under test: its app in-process, or its command line with seams of its
-composition root set (what the fault and rollout launchers run as a separate process)."""
+composition root set (what the fault and rollout launchers run as a separate process);
+or a probe service built from servicekit alone, with a test's own handlers."""
 
 import contextlib
 import functools
 import importlib
 import sys
 import typing
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,12 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from contracts import Event
 from servicekit import cli
+from servicekit.consumer import Handler
 from servicekit.registry import SERVICES
+from servicekit.rpc import Responder
+from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
 
 from .polling import eventually
@@ -45,6 +50,38 @@ async def service_under_test(
     """Prepare the service's database exactly as `serve` does, then run it in-process."""
     await cli.prepare_database(settings, migrations)
     async with running_service(create_app(settings), name) as client:
+        yield client
+
+
+class ProbeSettings(ServiceSettings):
+    """A probe service's settings: no HTTP port (it runs in-process), a prefix of its own."""
+
+    model_config = {"env_prefix": "PROBE_"}
+    http_port: int = 0
+
+
+@contextlib.asynccontextmanager
+async def probe_service(
+    handlers: Mapping[type[Event], Handler],
+    *,
+    rabbitmq_url: str,
+    database_url: str,
+    migrations: Path,
+    name: str = "probe",
+    responders: Sequence[Responder] = (),
+    **settings: Any,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A service built from servicekit alone with these handlers (and responders), standing
+    in for a real one: run in-process like `service_under_test`, with `settings` set."""
+
+    def create_app(probe_settings: ProbeSettings) -> FastAPI:
+        spec = ServiceSpec(
+            name, probe_settings, routers=[], handlers=handlers, responders=responders
+        )
+        return build_app(spec)
+
+    probe_settings = ProbeSettings(database_url=database_url, rabbitmq_url=rabbitmq_url, **settings)
+    async with service_under_test(create_app, probe_settings, migrations, name) as client:
         yield client
 
 
