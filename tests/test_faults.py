@@ -217,7 +217,12 @@ async def test_sigterm_mid_processing_exits_cleanly_and_loses_nothing(system, gr
         system,
         "inventory",
         FAULTY_LAUNCHER,
-        {"FAULT_HANDLER_DELAY": "2", "INVENTORY_GRACEFUL_TIMEOUT": grace},
+        # a batch applies its messages in turn: six of a second each fit in a 10 s grace
+        {
+            "FAULT_HANDLER_DELAY": "1",
+            "INVENTORY_GRACEFUL_TIMEOUT": grace,
+            "INVENTORY_LOG_LEVEL": "DEBUG",  # each event's received and processed lines
+        },
     )
 
     def handlers_in_flight() -> bool:

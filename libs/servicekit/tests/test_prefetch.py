@@ -1,5 +1,6 @@
 """Bounded work in flight, on the real RabbitMQ and PostgreSQL: each consuming queue is read on
-a channel of its own with the service's prefetch, and at most `prefetch` handlers run at once.
+a channel of its own with the service's prefetch; at most `prefetch` handlers run at once when
+each message is applied alone, and one at a time (in one batch transaction) when batched.
 
 A probe service whose handler waits until the test lets it go stands in for a real one.
 """
@@ -39,6 +40,7 @@ class HeldHandler:
         self.running = 0
         self.most_at_once = 0
         self.handled = 0
+        self.batch_size = 1
 
     async def __call__(self, conn, event: OrderCreatedV1) -> None:
         self.running += 1
@@ -58,9 +60,13 @@ async def pong(pool, query: Ping) -> Ping:
     return Ping()
 
 
-@pytest.fixture
-async def probe(rabbitmq, databases, tmp_path: Path):
+ALONE, BATCHED = 1, 16
+
+
+@pytest.fixture(params=[ALONE, BATCHED], ids=["alone", "batched"])
+async def probe(request, rabbitmq, databases, tmp_path: Path):
     handler = HeldHandler()
+    handler.batch_size = request.param
     async with probe_service(
         {OrderCreatedV1: handler},
         responders=[Responder(QUERY_QUEUE, Ping, pong)],
@@ -70,6 +76,7 @@ async def probe(rabbitmq, databases, tmp_path: Path):
         retry_delays=DELAYS,
         prefetch=PREFETCH,
         db_pool_size=PREFETCH + 3,
+        consumer_batch_size=request.param,
     ) as client:
         try:
             yield handler, client
@@ -85,15 +92,6 @@ def consumers(rabbitmq) -> list[dict[str, Any]]:
         "--formatter", "json",
     )  # fmt: skip
     return json.loads(listed)
-
-
-def queues(rabbitmq) -> dict[str, dict[str, int]]:
-    listed = rabbitmq.infrastructure.ctl(
-        "list_queues", "-p", rabbitmq.name,
-        "name", "messages_ready", "messages_unacknowledged", "consumers",
-        "--formatter", "json",
-    )  # fmt: skip
-    return {queue.pop("name"): queue for queue in json.loads(listed)}
 
 
 def consuming_on_own_channels(rabbitmq) -> list[dict[str, Any]]:
@@ -128,6 +126,7 @@ async def test_each_consuming_queue_holds_at_most_prefetch_unacked_and_handlers_
     probe, rabbitmq
 ) -> None:
     handler, _ = probe
+    at_once = PREFETCH if handler.batch_size == ALONE else 1  # a batch runs them in turn
     per_queue = PREFETCH + 4
     for _ in range(per_queue):
         await publish_event(rabbitmq.url, order_created(version=1))
@@ -141,28 +140,28 @@ async def test_each_consuming_queue_holds_at_most_prefetch_unacked_and_handlers_
         )
 
     def held_at_prefetch() -> bool:
-        found = queues(rabbitmq)
+        found = rabbitmq.queue_counts()
         for name in (WORK, RETRY_1):
             assert found[name] == {
                 "messages_ready": per_queue - PREFETCH,
                 "messages_unacknowledged": PREFETCH,
                 "consumers": 1,
             }, f"{name}: {found[name]}"
-        assert handler.running == PREFETCH, f"{handler.running} handlers running"
+        assert handler.running == at_once, f"{handler.running} handlers running"
         return True
 
     await eventually(held_at_prefetch, timeout=15)
-    assert handler.most_at_once == PREFETCH
+    assert handler.most_at_once == at_once
 
     handler.release.set()
 
     def drained() -> bool:
-        found = queues(rabbitmq)
+        found = rabbitmq.queue_counts()
         assert [found[name]["messages_ready"] for name in (WORK, RETRY_1)] == [0, 0], found
         return handler.handled == 2 * per_queue
 
     await eventually(drained, timeout=30)
-    assert handler.most_at_once == PREFETCH
+    assert handler.most_at_once == at_once
 
 
 async def test_consumers_come_back_with_their_prefetch_after_the_connection_is_lost(

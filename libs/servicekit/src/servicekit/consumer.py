@@ -1,8 +1,16 @@
 """The idempotent consumer every service uses for its work and retry queues.
 
-For each message: decode and validate it against its contract, then, in one database
+For each message: decode and validate it against its contract, then, in a database
 transaction, record its event id in `processed_messages` and run the handler. Ack only
 after that commit. A duplicate (the id is already recorded) is acked with no effect.
+
+With a batch size above 1, the messages the consumer holds are applied together: one
+transaction, a savepoint per message, one commit, then each is settled. A message that
+fails in a batch is rolled back to its savepoint, the rest commits, and it is retried or
+dead-lettered with the same headers and attempt counts as without batches. If the batch
+itself does not commit (the connection is lost, the commit fails), nothing is acked and each
+of its messages is applied alone, so one message never spends another's attempts. Batches
+run one at a time per consumer: two would lock the same rows in opposite orders.
 
 Failures take one of two paths:
 - permanent (malformed JSON, contract violation, unknown event, `PermanentFailure` from a
@@ -34,6 +42,7 @@ from pydantic import ValidationError
 from contracts import Event, routing_key, versions
 
 from . import failures
+from .batching import Batches
 from .outbox import tracking_writes
 from .topology import DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, ServiceTopology
 
@@ -118,10 +127,12 @@ def decode_event(body: bytes, known: Mapping[str, type[Event]]) -> Event:
         raise PermanentFailure(f"violates contract {key}: {problems}") from exc
 
 
-async def _raw_body(message: RabbitMessage) -> bytes:
-    """Leave the body undecoded: FastStream would parse JSON before the handler runs, and a
-    malformed body would then fail outside it, never acked nor dead-lettered."""
-    return message.body
+async def _undecoded(message: RabbitMessage) -> RabbitMessage:
+    """Hand the handler the message itself, body undecoded: FastStream would parse JSON
+    before the handler runs, and a malformed body would then fail outside it, never acked
+    nor dead-lettered. The broker runs without dependency injection (`apply_types=False`),
+    which would otherwise resolve the message argument in a worker thread, every time."""
+    return message
 
 
 async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
@@ -133,6 +144,13 @@ async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
         event.routing_key(),
     )
     return bool(inserted)
+
+
+async def _outcome(applying: Awaitable[bool]) -> bool | Exception:
+    try:
+        return await applying
+    except Exception as exc:  # noqa: BLE001 - returned: the message's own outcome
+        return exc
 
 
 class EventConsumer:
@@ -155,10 +173,12 @@ class EventConsumer:
         prefetch: int,
         max_attempts: int,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        batch_size: int = 1,
         readable_as: ReadableAs = versions.readable_as,
         after_commit: Callable[[], None] = lambda: None,
     ) -> None:
-        """`after_commit` is called once a transaction that wrote outbox rows has committed
+        """`batch_size` 1 applies each message alone, up to `prefetch` at once.
+        `after_commit` is called once a transaction that wrote outbox rows has committed
         (the service wakes its outbox relay with it)."""
         self._known = accepted_events(handlers, readable_as)
         self._after_commit = after_commit
@@ -172,6 +192,9 @@ class EventConsumer:
             cls.routing_key(): handled for handled in handlers for cls in readable_as(handled)
         }
         self._running = asyncio.Semaphore(prefetch)
+        self._apply: Callable[[Event], Awaitable[bool]] = (
+            Batches(self._apply_batch, batch_size).submit if batch_size > 1 else self._apply_alone
+        )
         self._consuming = [queue.name for queue in self.topology.consuming_queues]
         self.stats = ConsumerStats()
         self.subscribers = [
@@ -187,7 +210,7 @@ class EventConsumer:
             # when the subscriber starts; `ServiceTopology.declare` keeps it out of there.
             channel=Channel(prefetch_count=prefetch, global_qos=False),
             ack_policy=AckPolicy.MANUAL,
-            decoder=_raw_body,
+            decoder=_undecoded,
             title=queue.name,
             description=(
                 "Events routed from the `events` exchange; each is handled once."
@@ -214,8 +237,7 @@ class EventConsumer:
             await self._dead_letter_or_keep(message, poison, attempts=self._attempt(message))
             return
         try:
-            async with self._running:
-                had_effect = await self._apply(message.raw_message.body)
+            had_effect = await self._apply(self._decode(message.raw_message.body))
         except PermanentFailure as failure:
             await self._dead_letter_or_keep(message, failure, attempts=self._attempt(message))
         except Exception as exc:  # noqa: BLE001 - transient until the attempt limit says otherwise
@@ -227,21 +249,49 @@ class EventConsumer:
             else:
                 self.stats.duplicates += 1
 
-    async def _apply(self, body: bytes) -> bool:
-        """Run the event's handler once; False when it already had its effect."""
+    def _decode(self, body: bytes) -> Event:
+        """The event in the body, upcast to the version its handler takes."""
         written = decode_event(body, self._known)
-        event = versions.upcast(written, to=self._read_as[written.routing_key()])
-        log.info("event %s (%s) received", written.event_id, written.routing_key())
-        with tracking_writes() as wrote_events:
-            async with self._connection() as conn, conn.transaction():
-                if not await record_processed(conn, event):
-                    log.info("event %s is a duplicate; no effect", event.event_id)
-                    return False
-                await self._handlers[event.routing_key()](conn, event)
-        if wrote_events():
-            self._after_commit()
-        log.info("event %s processed", event.event_id)
+        log.debug("event %s (%s) received", written.event_id, written.routing_key())
+        return versions.upcast(written, to=self._read_as[written.routing_key()])
+
+    async def _record_and_handle(self, conn: asyncpg.Connection, event: Event) -> bool:
+        """Run the event's handler once; False when it already had its effect."""
+        if not await record_processed(conn, event):
+            log.debug("event %s is a duplicate; no effect", event.event_id)
+            return False
+        await self._handlers[event.routing_key()](conn, event)
+        log.debug("event %s processed", event.event_id)
         return True
+
+    async def _apply_alone(self, event: Event) -> bool:
+        async with self._running:
+            with tracking_writes() as wrote_events:
+                async with self._connection() as conn, conn.transaction():
+                    had_effect = await self._record_and_handle(conn, event)
+            if wrote_events():
+                self._after_commit()
+            return had_effect
+
+    async def _apply_batch(self, events: Sequence[Event]) -> list[bool | Exception]:
+        """Each event's outcome: its savepoint's, once the batch has committed; if the batch
+        does not commit, the one it has applied alone."""
+        results: list[bool | Exception] = []
+        try:
+            with tracking_writes() as wrote_events:
+                async with self._connection() as conn, conn.transaction():
+                    for event in events:
+                        try:
+                            async with conn.transaction():  # a savepoint
+                                results.append(await self._record_and_handle(conn, event))
+                        except Exception as exc:  # noqa: BLE001 - this message's own failure
+                            results.append(exc)
+            if wrote_events():
+                self._after_commit()
+        except Exception as exc:  # noqa: BLE001 - nothing committed: each is applied alone
+            log.debug("a batch of %d did not commit (%r); applying each alone", len(events), exc)
+            return [await _outcome(self._apply_alone(event)) for event in events]
+        return results
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:

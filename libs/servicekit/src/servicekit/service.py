@@ -121,6 +121,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         logger=logging.getLogger(f"{spec.name}.broker"),
         log_level=logging.DEBUG,  # per-message lines; the consumer logs each event id itself
         specification_url=SERVER_URL,
+        apply_types=False,  # handlers take one argument: no dependency injection per message
     )
     runtime: ServiceRuntime
 
@@ -141,6 +142,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         broker,
         spec.handlers,
         prefetch=settings.prefetch,
+        batch_size=settings.consumer_batch_size,
         max_attempts=settings.max_attempts,
         retry_delays=settings.retry_delays,
         after_commit=relay.wake,
@@ -158,8 +160,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         connecting = asyncio.create_task(runtime.connect_broker(), name="connect-broker")
         relaying = asyncio.create_task(relay.run(), name="outbox-relay")
         working = [
-            asyncio.create_task(work(runtime.pool), name=_name_of(work))
-            for work in spec.workers
+            asyncio.create_task(work(runtime.pool), name=_name_of(work)) for work in spec.workers
         ]
         try:
             yield

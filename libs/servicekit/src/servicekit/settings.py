@@ -25,6 +25,13 @@ class ServiceSettings(BaseSettings):
         le=1000,
         description="Unacked messages per consuming queue, and the most handlers run at once.",
     )
+    consumer_batch_size: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Messages applied in one transaction (a savepoint each) and acked after "
+        "its one commit; 1 applies each in its own, up to prefetch at once.",
+    )
     db_pool_size: int = Field(
         24, ge=4, description="At least prefetch + 3: each handler holds one."
     )

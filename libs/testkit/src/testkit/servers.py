@@ -13,6 +13,7 @@ The broker is administered with `rabbitmqctl` (RABBITMQCTL overrides the command
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -100,6 +101,16 @@ class Vhost:
     name: str
     url: str
     infrastructure: Infrastructure
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Each queue's ready and unacknowledged messages and its consumers, as the broker
+        counts them."""
+        listed = self.infrastructure.ctl(
+            "list_queues", "-p", self.name,
+            "name", "messages_ready", "messages_unacknowledged", "consumers",
+            "--formatter", "json",
+        )  # fmt: skip
+        return {queue.pop("name"): queue for queue in json.loads(listed)}
 
 
 @contextlib.contextmanager

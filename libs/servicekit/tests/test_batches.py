@@ -1,0 +1,180 @@
+"""Consumer batches on the real RabbitMQ and PostgreSQL: the messages a consumer holds are
+applied in one transaction, a savepoint each; one that fails is retried and dead-lettered
+alone, and a batch that cannot commit acks nothing and applies each message alone.
+
+A probe service's handler writes its effect with the id of the transaction it ran in. The
+first event of each test is held in its handler until the rest is waiting, so they form
+the next batch.
+"""
+
+import asyncio
+from pathlib import Path
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from contracts import OrderCreatedV1
+from testkit.broker import peek_queue, publish_event
+from testkit.events import order_created
+from testkit.polling import eventually
+from testkit.services import probe_service
+
+pytestmark = pytest.mark.integration
+
+MAX_ATTEMPTS = 3
+TABLES = """
+CREATE TABLE effects (order_id uuid NOT NULL, txid bigint NOT NULL);
+-- a second row for one order breaks the transaction only when it commits
+CREATE TABLE promises (
+    order_id uuid NOT NULL,
+    CONSTRAINT one_promise_per_order UNIQUE (order_id) DEFERRABLE INITIALLY DEFERRED
+);
+"""
+
+
+class TransactionRecordingHandler:
+    def __init__(self) -> None:
+        self.held: UUID | None = None
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        self.failing: set[UUID] = set()
+        self.breaking_commit: set[UUID] = set()
+
+    async def __call__(self, conn: asyncpg.Connection, event: OrderCreatedV1) -> None:
+        if event.order_id == self.held:
+            self.holding.set()
+            await self.release.wait()
+        if event.order_id in self.failing:
+            raise RuntimeError(f"injected failure for {event.order_id}")
+        if event.order_id in self.breaking_commit:
+            for _ in range(2):
+                await conn.execute("INSERT INTO promises VALUES ($1)", event.order_id)
+        await conn.execute("INSERT INTO effects VALUES ($1, txid_current())", event.order_id)
+
+
+@pytest.fixture
+async def probe(rabbitmq, databases, tmp_path: Path, request):
+    (tmp_path / "001_effects.sql").write_text(TABLES)
+    handler = TransactionRecordingHandler()
+    url = databases.url(f"batch{request.node.name[-8:].lower()}")
+    async with probe_service(
+        {OrderCreatedV1: handler},
+        rabbitmq_url=rabbitmq.url,
+        database_url=url,
+        migrations=tmp_path,
+        retry_delays=(0.2,),
+        max_attempts=MAX_ATTEMPTS,
+        consumer_batch_size=16,
+    ) as client:
+        conn = await asyncpg.connect(url)
+        try:
+            yield handler, client, conn
+        finally:
+            handler.release.set()
+            await conn.close()
+
+
+async def transactions(conn: asyncpg.Connection, orders: list[OrderCreatedV1]) -> list[list[int]]:
+    """Per order, the ids of the transactions that wrote its effect."""
+    rows = await conn.fetch("SELECT order_id, txid FROM effects ORDER BY txid")
+    return [[r["txid"] for r in rows if r["order_id"] == o.order_id] for o in orders]
+
+
+async def hold_a_batch(rabbitmq, handler, events: list[OrderCreatedV1]) -> OrderCreatedV1:
+    """Publish one event and hold it in its handler, then `events`, and wait until the
+    consumer holds them all: they are the next batch once the first is released."""
+    first = order_created(version=1)
+    handler.held = first.order_id
+    await publish_event(rabbitmq.url, first)
+    await asyncio.wait_for(handler.holding.wait(), timeout=15)
+    for event in events:
+        await publish_event(rabbitmq.url, event)
+
+    def all_delivered() -> bool:
+        work = rabbitmq.queue_counts()["probe.work"]
+        return work["messages_unacknowledged"] == 1 + len(events)
+
+    await eventually(all_delivered, timeout=15)
+    handler.release.set()
+    return first
+
+
+async def dead_lettered(rabbitmq, event: OrderCreatedV1) -> dict:
+    """The headers of the event's one copy in the DLQ, once it is there."""
+    queued = await peek_queue(rabbitmq.url, "probe.dlq")
+    letters = [m for m in queued if m.message_id == str(event.event_id)]
+    assert len(letters) == 1, f"{len(letters)} copies dead-lettered"
+    return letters[0].headers
+
+
+async def applied_once_each(conn: asyncpg.Connection, orders: list[OrderCreatedV1]) -> list[int]:
+    """Once every order has its effect: the one transaction that wrote each."""
+
+    async def all_applied() -> list[list[int]]:
+        applied = await transactions(conn, orders)
+        assert all(applied), applied
+        return applied
+
+    applied = await eventually(all_applied, timeout=15)
+    assert all(len(txs) == 1 for txs in applied), f"each effect exactly once: {applied}"
+    return [tx for [tx] in applied]
+
+
+async def test_a_batch_commits_once_and_a_message_failing_in_it_is_retried_alone(
+    probe, rabbitmq
+) -> None:
+    handler, client, conn = probe
+    events = [order_created(version=1) for _ in range(6)]
+    failing = events[2]
+    handler.failing.add(failing.order_id)
+    first = await hold_a_batch(rabbitmq, handler, events)
+    good = [e for e in events if e is not failing]
+
+    first_tx, *good_txs = await applied_once_each(conn, [first, *good])
+    assert len(set(good_txs)) == 1, "the held-back five commit in one transaction"
+    assert first_tx not in good_txs
+
+    async def failing_dead_lettered() -> dict:
+        return await dead_lettered(rabbitmq, failing)
+
+    headers = await eventually(failing_dead_lettered, timeout=20)
+    assert headers["x-failure-attempts"] == MAX_ATTEMPTS
+    assert headers["x-failure-exception"] == "RuntimeError"
+    assert f"injected failure for {failing.order_id}" in headers["x-failure-reason"]
+    assert await transactions(conn, [failing]) == [[]]
+    messages = (await client.get("/health/ready")).json()["messages"]
+    assert messages["retried"] == MAX_ATTEMPTS - 1, "only the failing message was retried"
+    assert messages["processed"] == 1 + len(good)
+
+
+async def test_a_batch_that_cannot_commit_acks_nothing_and_applies_each_message_alone(
+    probe, rabbitmq
+) -> None:
+    handler, client, conn = probe
+    events = [order_created(version=1) for _ in range(5)]
+    breaking = events[1]
+    handler.breaking_commit.add(breaking.order_id)
+    first = await hold_a_batch(rabbitmq, handler, events)
+    good = [e for e in events if e is not breaking]
+
+    good_txs = await applied_once_each(conn, good)
+    assert len(set(good_txs)) == len(good), "after the failed commit, each alone"
+
+    async def breaking_dead_lettered() -> dict:
+        return await dead_lettered(rabbitmq, breaking)
+
+    headers = await eventually(breaking_dead_lettered, timeout=20)
+    assert headers["x-failure-attempts"] == MAX_ATTEMPTS
+    assert "one_promise_per_order" in headers["x-failure-reason"]
+    assert await transactions(conn, [breaking]) == [[]]
+    await applied_once_each(conn, [first])
+    messages = (await client.get("/health/ready")).json()["messages"]
+    assert messages["retried"] == MAX_ATTEMPTS - 1, "the others spent no attempt"
+    assert messages["processed"] == 1 + len(good)
+
+    def all_settled() -> bool:
+        work = rabbitmq.queue_counts()["probe.work"]
+        return work["messages_unacknowledged"] == work["messages_ready"] == 0
+
+    await eventually(all_settled, timeout=15)
