@@ -1,9 +1,10 @@
 """The outbox relay on the real RabbitMQ and PostgreSQL: a row the broker refuses waits on
 its own backoff and holds up nobody; rows the service writes itself are published at once,
-rows written elsewhere at the next poll."""
+rows written elsewhere at the next poll; a round reads only recent rows, whatever the
+history, and a sweep finds the old ones."""
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from pydantic_settings import SettingsConfigDict
 from contracts import OrderConfirmedV1, OrderCreatedV2
 from servicekit.db import create_pool
 from servicekit.dependencies import PoolDep
-from servicekit.outbox import add_to_outbox
+from servicekit.outbox import EVERY_ROW, PENDING_ROWS, SWEEP_MARGIN, add_to_outbox
 from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
 from testkit.broker import publish_event, tap
@@ -33,14 +34,21 @@ class RelaySettings(ServiceSettings):
     http_port: int = 0
 
 
-@pytest.fixture
-async def relay_database(rabbitmq, databases, tmp_path: Path):
+NEVER_SWEEPS = 3600.0
+"""A sweep interval no test waits out: only the first round sweeps."""
+
+
+@pytest.fixture(params=[NEVER_SWEEPS])
+async def relay_database(request, rabbitmq, databases, tmp_path: Path):
     """A service that consumes nothing and only relays its outbox: its database URL.
 
     Rows the test writes are another process's to the relay: its poll finds them.
     """
     settings = RelaySettings(
-        database_url=databases.url("relay"), rabbitmq_url=rabbitmq.url, outbox_poll_interval=0.2
+        database_url=databases.url(f"relay{request.param:g}".replace(".", "_")),
+        rabbitmq_url=rabbitmq.url,
+        outbox_poll_interval=0.2,
+        outbox_sweep_interval=request.param,
     )
 
     def create_app(settings):
@@ -154,3 +162,75 @@ async def test_an_event_written_by_a_handler_is_published_without_waiting_for_a_
         await publish_event(rabbitmq.url, order)
         [message] = await eventually(lambda: published, timeout=10)
     assert json.loads(message.body)["order_id"] == str(order.order_id)
+
+
+async def write_long_due(database_url: str, *events) -> None:
+    """Write rows due two hours ago, as a transaction that began then, or rows left over
+    from an outage, would be: older than any round but a sweep reads."""
+    pool = await create_pool(database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            for event in events:
+                await add_to_outbox(conn, event)
+            await conn.execute("UPDATE outbox SET next_attempt_at = now() - interval '2 hours'")
+    finally:
+        await pool.close()
+
+
+async def test_rounds_between_sweeps_leave_rows_due_long_ago_for_the_sweep(
+    rabbitmq, relay_database
+) -> None:
+    old, recent = order_created(), order_created()
+    async with tap(rabbitmq.url, LISTENED_TO) as published:
+        await write_long_due(relay_database, old)
+        pool = await create_pool(relay_database, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                await add_to_outbox(conn, recent)  # a commit of its own, after the old row's
+        finally:
+            await pool.close()
+        [message] = await eventually(lambda: published, timeout=10)
+    assert message.message_id == str(recent.event_id)
+    assert (await outbox_row(relay_database, old))["published_at"] is None
+
+
+@pytest.mark.parametrize("relay_database", [0.3], indirect=True)
+async def test_a_sweep_publishes_rows_due_long_ago(rabbitmq, relay_database) -> None:
+    old = order_created()
+    async with tap(rabbitmq.url, LISTENED_TO) as published:
+        await write_long_due(relay_database, old)
+        [message] = await eventually(lambda: published, timeout=10)
+    assert message.message_id == str(old.event_id)
+
+
+async def test_a_round_reads_as_many_pages_with_a_long_history_as_without(
+    relay_database,
+) -> None:
+    """Published rows leave dead entries in the index of unpublished rows (no vacuum runs
+    here): a round must not step over them. Pages read, not time, are the measure."""
+    pool = await create_pool(relay_database, max_size=1)
+
+    async def pages_read(due_since: datetime) -> int:
+        async with pool.acquire() as conn, conn.transaction():
+            [plan] = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {PENDING_ROWS}", 100, due_since
+            )
+            blocks = plan["Plan"]
+            return blocks["Shared Hit Blocks"] + blocks["Shared Read Blocks"]
+
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                """INSERT INTO outbox (event_id, routing_key, payload, next_attempt_at)
+                   SELECT gen_random_uuid(), 'order.created.v2', '{}',
+                          now() - interval '3 hours' + n * interval '50 ms'
+                   FROM generate_series(1, 40000) AS n"""
+            )
+            await conn.execute("UPDATE outbox SET published_at = now()")
+            swept_from = datetime.now(UTC) - SWEEP_MARGIN
+        round_pages = await pages_read(swept_from)
+        sweep_pages = await pages_read(EVERY_ROW)
+    finally:
+        await pool.close()
+    assert round_pages < 20, f"a round read {round_pages} pages"
+    assert sweep_pages > 20 * round_pages, "the history is there, for the sweep to read"

@@ -13,13 +13,22 @@ found by the relay's poll instead.
 
 A row the broker refuses (returned as unroutable, or nacked) is retried on its own backoff
 so it never holds up the others; when the broker cannot be reached, the relay backs off.
+
+Marking a row published leaves a dead entry in the index of unpublished rows until a vacuum
+removes it, and a scan from the index's start steps over every one. So a round looks only
+at rows due since shortly before the last sweep, which reads the whole index once a
+`sweep_interval`: the cost of a round stays the same whatever the history, and a row
+written by a transaction older than the margin, or left unpublished through a long outage,
+waits at most until the next sweep.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -31,6 +40,21 @@ from contracts import Event
 from .topology import EVENTS_EXCHANGE
 
 log = logging.getLogger(__name__)
+
+SWEEP_MARGIN = timedelta(seconds=60)
+"""How long before a sweep the rows of the rounds after it may have been written: longer
+than any transaction that writes to the outbox should last."""
+
+EVERY_ROW = datetime(1970, 1, 1, tzinfo=UTC)
+
+PENDING_ROWS = """
+    SELECT id, event_id, routing_key, payload::text AS body,
+           payload->>'correlation_id' AS correlation_id, headers FROM outbox
+    WHERE published_at IS NULL AND next_attempt_at <= now() AND next_attempt_at >= $2
+    ORDER BY id LIMIT $1
+    FOR UPDATE SKIP LOCKED"""
+"""Rows due, and due since $2: the lower bound keeps the scan off the dead entries that
+published rows leave in the index."""
 
 _writes: ContextVar[list[bool] | None] = ContextVar("outbox_writes", default=None)
 
@@ -78,6 +102,7 @@ class OutboxRelay:
         batch_size: int,
         poll_interval: float,
         confirm_timeout: float,
+        sweep_interval: float = 60.0,
         max_backoff: float = 5.0,
     ) -> None:
         self._pool = pool
@@ -86,6 +111,9 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._confirm_timeout = confirm_timeout
         self._max_backoff = max_backoff
+        self._sweep_interval = sweep_interval
+        self._next_sweep = 0.0  # monotonic; the first round sweeps
+        self._due_since = EVERY_ROW
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -94,8 +122,7 @@ class OutboxRelay:
         while not self._stopping.is_set():
             self._wake.clear()  # a wake from here on means rows this round may not see
             try:
-                while await self.publish_batch() == self._batch_size:
-                    pass  # a full batch means more may be waiting
+                await self.publish_pending()
                 backoff = 0.1
                 await self._sleep(self._poll_interval)
             except Exception as exc:  # noqa: BLE001 - an outage: log, back off, try again
@@ -113,17 +140,25 @@ class OutboxRelay:
         self._stopping.set()
         self._wake.set()
 
-    async def publish_batch(self) -> int:
-        """Publish up to one batch; return how many rows were marked published."""
+    async def publish_pending(self) -> None:
+        """Publish batches until one is not full: every row due, on a sweep; else those due
+        since shortly before the last sweep."""
+        sweeping = time.monotonic() >= self._next_sweep
+        if sweeping:
+            async with self._pool().acquire() as conn:
+                swept_from = await conn.fetchval("SELECT now() - $1::interval", SWEEP_MARGIN)
+        due_since = EVERY_ROW if sweeping else self._due_since
+        while await self.publish_batch(due_since) == self._batch_size:
+            pass  # a full batch means more may be waiting
+        if sweeping:
+            self._due_since = swept_from
+            self._next_sweep = time.monotonic() + self._sweep_interval
+
+    async def publish_batch(self, due_since: datetime = EVERY_ROW) -> int:
+        """Publish up to one batch of the rows due since `due_since`; return how many rows
+        were marked published."""
         async with self._pool().acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT id, event_id, routing_key, payload::text AS body,
-                          payload->>'correlation_id' AS correlation_id, headers FROM outbox
-                   WHERE published_at IS NULL AND next_attempt_at <= now()
-                   ORDER BY id LIMIT $1
-                   FOR UPDATE SKIP LOCKED""",
-                self._batch_size,
-            )
+            rows = await conn.fetch(PENDING_ROWS, self._batch_size, due_since)
             if not rows:
                 return 0
             results = await asyncio.gather(

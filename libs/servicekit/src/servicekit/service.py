@@ -134,6 +134,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         broker,
         batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_interval,
+        sweep_interval=settings.outbox_sweep_interval,
         confirm_timeout=settings.publish_confirm_timeout,
     )
     consumer = consumer_factory(

@@ -45,6 +45,12 @@ class ServiceSettings(BaseSettings):
         description="Seconds between polls for rows this process did not write (other "
         "replicas, timers); rows it writes wake the relay at once.",
     )
+    outbox_sweep_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between relay rounds that read every unpublished row; the rounds "
+        "between read only rows due since shortly before the last sweep.",
+    )
     publish_confirm_timeout: float = Field(10.0, gt=0)
     retry_delays: tuple[PositiveFloat, ...] = Field(
         DEFAULT_RETRY_DELAYS,
