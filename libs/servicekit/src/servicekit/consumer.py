@@ -5,12 +5,13 @@ transaction, record its event id in `processed_messages` and run the handler. Ac
 after that commit. A duplicate (the id is already recorded) is acked with no effect.
 
 With a batch size above 1, the messages the consumer holds are applied together: one
-transaction, a savepoint per message, one commit, then each is settled. A message that
-fails in a batch is rolled back to its savepoint, the rest commits, and it is retried or
-dead-lettered with the same headers and attempt counts as without batches. If the batch
-itself does not commit (the connection is lost, the commit fails), nothing is acked and each
-of its messages is applied alone, so one message never spends another's attempts. Batches
-run one at a time per consumer: two would lock the same rows in opposite orders.
+transaction, one commit, then each is settled. A message that fails in a batch is retried
+or dead-lettered with the same headers and attempt counts as without batches, and the rest
+commits: the batch rolls back and runs again without it, a savepoint per message (a batch
+runs without savepoints until one fails: they cost two round trips a message). If the
+batch itself does not commit (the connection is lost, the commit fails), nothing is acked
+and each of its messages is applied alone, so one message never spends another's attempts.
+Batches run one at a time per consumer: two would lock the same rows in opposite orders.
 
 Failures take one of two paths:
 - permanent (malformed JSON, contract violation, unknown event, `PermanentFailure` from a
@@ -146,6 +147,14 @@ async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
     return bool(inserted)
 
 
+class _FailedInBatch(Exception):
+    """A message of a batch run without savepoints failed: the batch rolls back."""
+
+    def __init__(self, index: int, cause: Exception) -> None:
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
 async def _outcome(applying: Awaitable[bool]) -> bool | Exception:
     try:
         return await applying
@@ -274,23 +283,48 @@ class EventConsumer:
             return had_effect
 
     async def _apply_batch(self, events: Sequence[Event]) -> list[bool | Exception]:
-        """Each event's outcome: its savepoint's, once the batch has committed; if the batch
-        does not commit, the one it has applied alone."""
-        results: list[bool | Exception] = []
+        """Each event's outcome. The batch first runs without savepoints, the cheap way. If
+        a message fails, all rolls back, that failure is its outcome, and the rest runs again
+        with a savepoint each. If a batch cannot commit, each message is applied alone."""
         try:
-            with tracking_writes() as wrote_events:
-                async with self._connection() as conn, conn.transaction():
-                    for event in events:
-                        try:
-                            async with conn.transaction():  # a savepoint
-                                results.append(await self._record_and_handle(conn, event))
-                        except Exception as exc:  # noqa: BLE001 - this message's own failure
-                            results.append(exc)
-            if wrote_events():
-                self._after_commit()
+            try:
+                return await self._in_one_transaction(events, savepoints=False)
+            except _FailedInBatch as failed:
+                rest = [event for index, event in enumerate(events) if index != failed.index]
+                outcomes = iter(await self._in_one_transaction(rest, savepoints=True))
+                return [
+                    failed.cause if index == failed.index else next(outcomes)
+                    for index in range(len(events))
+                ]
         except Exception as exc:  # noqa: BLE001 - nothing committed: each is applied alone
             log.debug("a batch of %d did not commit (%r); applying each alone", len(events), exc)
             return [await _outcome(self._apply_alone(event)) for event in events]
+
+    async def _in_one_transaction(
+        self, events: Sequence[Event], *, savepoints: bool
+    ) -> list[bool | Exception]:
+        """Apply `events` in one transaction and commit it. With `savepoints`, a failing
+        message rolls back alone and its failure is its outcome; without, it raises
+        `_FailedInBatch` and nothing commits."""
+        results: list[bool | Exception] = []
+        with tracking_writes() as wrote_events:
+            async with self._connection() as conn, conn.transaction():
+                for index, event in enumerate(events):
+                    if savepoints:
+                        try:
+                            async with conn.transaction():
+                                results.append(await self._record_and_handle(conn, event))
+                        except Exception as exc:  # noqa: BLE001 - this message's own failure
+                            results.append(exc)
+                        continue
+                    try:
+                        results.append(await self._record_and_handle(conn, event))
+                    except OUTAGES:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - judged by the caller
+                        raise _FailedInBatch(index, exc) from exc
+        if wrote_events():
+            self._after_commit()
         return results
 
     @contextlib.asynccontextmanager
