@@ -182,3 +182,19 @@ async def test_a_batch_that_cannot_commit_acks_nothing_and_applies_each_message_
         return work["messages_unacknowledged"] == work["messages_ready"] == 0
 
     await eventually(all_settled, timeout=15)
+
+
+async def test_an_event_twice_in_one_batch_has_one_effect(probe, rabbitmq) -> None:
+    handler, client, conn = probe
+    twice = order_created(version=1)
+    await hold_a_batch(rabbitmq, handler, [twice, order_created(version=1), twice])
+
+    assert len(await applied_once_each(conn, [twice])) == 1
+
+    async def counted() -> dict:
+        messages = (await client.get("/health/ready")).json()["messages"]
+        assert messages == {**messages, "processed": 3, "duplicates": 1}, messages
+        return messages
+
+    await eventually(counted, timeout=10)
+    await applied_once_each(conn, [twice])  # and still once, now that all is settled

@@ -5,13 +5,14 @@ transaction, record its event id in `processed_messages` and run the handler. Ac
 after that commit. A duplicate (the id is already recorded) is acked with no effect.
 
 With a batch size above 1, the messages the consumer holds are applied together: one
-transaction, one commit, then each is settled. A message that fails in a batch is retried
-or dead-lettered with the same headers and attempt counts as without batches, and the rest
-commits: the batch rolls back and runs again without it, a savepoint per message (a batch
-runs without savepoints until one fails: they cost two round trips a message). If the
-batch itself does not commit (the connection is lost, the commit fails), nothing is acked
-and each of its messages is applied alone, so one message never spends another's attempts.
-Batches run one at a time per consumer: two would lock the same rows in opposite orders.
+transaction, their event ids recorded in one statement, one commit, then each is settled.
+A message that fails in a batch is retried or dead-lettered with the same headers and
+attempt counts as without batches, and the rest commits: the batch rolls back and runs
+again without it, a savepoint per message (a batch runs without savepoints until one fails:
+they cost two round trips a message). If the batch itself does not commit (the connection
+is lost, the commit fails), nothing is acked and each of its messages is applied alone, so
+one message never spends another's attempts. Batches run one at a time per consumer: two
+would lock the same rows in opposite orders.
 
 Failures take one of two paths:
 - permanent (malformed JSON, contract violation, unknown event, `PermanentFailure` from a
@@ -134,6 +135,26 @@ async def _undecoded(message: RabbitMessage) -> RabbitMessage:
     nor dead-lettered. The broker runs without dependency injection (`apply_types=False`),
     which would otherwise resolve the message argument in a worker thread, every time."""
     return message
+
+
+async def record_all_processed(conn: asyncpg.Connection, events: Sequence[Event]) -> list[bool]:
+    """Record each event as processed, in one statement; False for each already recorded,
+    or recorded earlier in `events` (the same event in two versions)."""
+    inserted = {
+        row["event_id"]
+        for row in await conn.fetch(
+            """INSERT INTO processed_messages (event_id, event_type)
+               SELECT * FROM unnest($1::uuid[], $2::text[])
+               ON CONFLICT DO NOTHING RETURNING event_id""",
+            [event.event_id for event in events],
+            [event.routing_key() for event in events],
+        )
+    }
+    first_seen = []
+    for event in events:
+        first_seen.append(event.event_id in inserted)
+        inserted.discard(event.event_id)
+    return first_seen
 
 
 async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
@@ -266,7 +287,10 @@ class EventConsumer:
 
     async def _record_and_handle(self, conn: asyncpg.Connection, event: Event) -> bool:
         """Run the event's handler once; False when it already had its effect."""
-        if not await record_processed(conn, event):
+        return await self._handle(conn, event, first_seen=await record_processed(conn, event))
+
+    async def _handle(self, conn: asyncpg.Connection, event: Event, *, first_seen: bool) -> bool:
+        if not first_seen:
             log.debug("event %s is a duplicate; no effect", event.event_id)
             return False
         await self._handlers[event.routing_key()](conn, event)
@@ -309,20 +333,24 @@ class EventConsumer:
         results: list[bool | Exception] = []
         with tracking_writes() as wrote_events:
             async with self._connection() as conn, conn.transaction():
-                for index, event in enumerate(events):
-                    if savepoints:
+                if savepoints:
+                    for event in events:
                         try:
                             async with conn.transaction():
                                 results.append(await self._record_and_handle(conn, event))
                         except Exception as exc:  # noqa: BLE001 - this message's own failure
                             results.append(exc)
-                        continue
-                    try:
-                        results.append(await self._record_and_handle(conn, event))
-                    except OUTAGES:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - judged by the caller
-                        raise _FailedInBatch(index, exc) from exc
+                else:
+                    first_seen = await record_all_processed(conn, events)
+                    for index, event in enumerate(events):
+                        try:
+                            results.append(
+                                await self._handle(conn, event, first_seen=first_seen[index])
+                            )
+                        except OUTAGES:
+                            raise
+                        except Exception as exc:  # noqa: BLE001 - judged by the caller
+                            raise _FailedInBatch(index, exc) from exc
         if wrote_events():
             self._after_commit()
         return results
