@@ -44,6 +44,14 @@ OPTIONS = {
             "open loop: HTTP connections at most; later requests wait, and their wait counts",
         ),
     ),
+    "system": (
+        (
+            "--history",
+            int,
+            "before the load, give each service's outbox and processed-message records the "
+            "rows this many earlier orders would have left (published, never vacuumed)",
+        ),
+    ),
     "runs": (
         ("--repeat", int, "run every tree N times, alternating (A B A B)"),
         ("--json", Path, "also write every figure to this file"),

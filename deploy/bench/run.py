@@ -34,6 +34,7 @@ from .servers import (
     drop_databases,
     postgres_figures,
     postmaster_pid,
+    write_history,
 )
 
 
@@ -52,6 +53,8 @@ class Options:
     max_connections: int = 200
     """HTTP connections the open loop may hold; more requests wait (and their wait counts)."""
     tree: Path = ROOT
+    history: int = 0
+    """Earlier orders whose rows the kit's tables hold before the load (see `write_history`)."""
     service_env: dict[str, str] = field(default_factory=dict)
     idle_seconds: float = 2.0
     stall_timeout: float = 60.0
@@ -80,6 +83,7 @@ class Options:
             "through": self.through,
             "dispatch_delay": self.shipping_dispatch_delay,
             "idempotency_keys": self.idempotency_keys,
+            "history": self.history,
             "service_env": self.service_env,
         }
 
@@ -151,6 +155,8 @@ async def run(options: Options, servers: Servers, progress: Progress | None = No
             await asyncio.to_thread(stack.wait_ready, 120.0)
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{exc}\n{_last_lines(stack)}") from exc
+        if options.history:
+            await write_history(servers.postgres_url, prefix, options.history)
         async with await aio_pika.connect(config.rabbitmq_url) as broker:
             measured = await _measure(
                 options, revision(tree), stack, broker, admin, prefix, progress

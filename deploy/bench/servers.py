@@ -117,3 +117,47 @@ async def drop_databases(conn: asyncpg.Connection, database_prefix: str) -> list
     for row in names:
         await conn.execute(f'DROP DATABASE "{row["datname"]}" WITH (FORCE)')
     return [row["datname"] for row in names]
+
+
+HISTORY_ROWS_PER_ORDER = 2
+"""Outbox rows and processed-message records an order leaves in a service, about (orders
+writes 2 events and reads 3, email writes 1 and reads 2, ...)."""
+
+
+async def write_history(postgres_url: str, database_prefix: str, orders: int) -> None:
+    """Give each service's outbox and `processed_messages` the rows `orders` earlier orders
+    would have left: events published over the last hours, each row inserted then marked
+    published as the relay does, so the index of unpublished rows keeps a dead entry for
+    each (no vacuum has run), and the event ids it has processed."""
+    admin = await asyncpg.connect(f"{postgres_url}/postgres")
+    try:
+        names = await admin.fetch(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", database_prefix
+        )
+    finally:
+        await admin.close()
+    rows = orders * HISTORY_ROWS_PER_ORDER
+    for name in (row["datname"] for row in names):
+        conn = await asyncpg.connect(f"{postgres_url}/{name}")
+        try:
+            async with conn.transaction():  # the relay never sees them unpublished
+                await conn.execute(
+                    """INSERT INTO outbox (event_id, routing_key, payload, created_at,
+                                           next_attempt_at)
+                       SELECT gen_random_uuid(), 'history.v1', '{"history": true}',
+                              now() - interval '6 hours' + n * interval '1 ms',
+                              now() - interval '6 hours' + n * interval '1 ms'
+                       FROM generate_series(1, $1) AS n""",
+                    rows,
+                )
+                await conn.execute(
+                    "UPDATE outbox SET published_at = next_attempt_at WHERE published_at IS NULL"
+                    " AND routing_key = 'history.v1'"
+                )
+                await conn.execute(
+                    """INSERT INTO processed_messages (event_id, event_type)
+                       SELECT gen_random_uuid(), 'history.v1' FROM generate_series(1, $1)""",
+                    rows,
+                )
+        finally:
+            await conn.close()
