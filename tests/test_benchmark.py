@@ -21,8 +21,9 @@ from bench.cli import columns
 from bench.load import Load, Outcome
 from bench.observe import COMPLETED, MILESTONES, Tap
 from bench.run import Options, run
-from bench.servers import Servers, lsn_bytes
+from bench.servers import HISTORY_ROWS_PER_ORDER, Servers, drop_databases, lsn_bytes, write_history
 from devstack import ROOT, StackConfig
+from servicekit.db import ensure_database, migrate
 from servicekit.registry import SERVICE_NAMES, SERVICES
 from testkit.servers import Infrastructure
 
@@ -260,6 +261,36 @@ async def test_a_short_run_completes_every_order_and_reports_every_figure(
         await admin.close()
     assert left == []
     assert figures["system"]["vhost"] not in infrastructure.ctl("list_vhosts")
+
+
+@pytest.mark.integration
+async def test_history_is_published_outbox_rows_and_processed_records_in_every_database(
+    infrastructure: Infrastructure, tmp_path: Path
+) -> None:
+    prefix = f"benchhist{os.getpid()}_"
+    urls = [f"{infrastructure.postgres_url}/{prefix}{name}" for name in ("orders", "email")]
+    for url in urls:
+        await ensure_database(url)
+        await migrate(url, tmp_path)
+    admin = await asyncpg.connect(f"{infrastructure.postgres_url}/postgres")
+    try:
+        await write_history(infrastructure.postgres_url, prefix, 50)
+        for url in urls:
+            conn = await asyncpg.connect(url)
+            try:
+                counts = await conn.fetchrow(
+                    """SELECT (SELECT count(*) FROM outbox WHERE published_at IS NOT NULL)
+                                  AS published,
+                              (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS pending,
+                              (SELECT count(*) FROM processed_messages) AS processed"""
+                )
+            finally:
+                await conn.close()
+            rows = 50 * HISTORY_ROWS_PER_ORDER
+            assert dict(counts) == {"published": rows, "pending": 0, "processed": rows}, url
+    finally:
+        await drop_databases(admin, prefix)
+        await admin.close()
 
 
 def test_the_medians_of_each_tree_stand_side_by_side() -> None:
