@@ -1,6 +1,9 @@
 """The system as `make run` starts it: four service processes and the SMTP sink."""
 
+import asyncio
 import mailbox
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -115,6 +118,19 @@ class RunningSystem:
         assert report.ok, [f"{p.kind} {p.subject}: {p.detail}" for p in report.problems]
         return report
 
+    async def replay_dead_letters(self, service: str) -> str:
+        """Run `orderctl dlq replay <service> --all --yes` as an operator would; its output."""
+        replay = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "orderctl", "dlq", "replay", service, "--all", "--yes"],
+            env={"RABBITMQ_URL": self.rabbitmq.url, "COLUMNS": "200", "PATH": ""},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert replay.returncode == 0, replay.stderr
+        return replay.stdout
+
     async def readiness(self, service: str) -> dict:
         response = await self.http[service].get("/health/ready")
         return {"status_code": response.status_code, **response.json()}
@@ -140,17 +156,21 @@ class RunningSystem:
 
 
 @pytest.fixture(scope="module")
-def system(request, rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSystem]:
-    """Start every service as its own process, exactly as `make run` does; stop them after.
+def service_env(request) -> dict[str, str]:
+    """Extra environment for the module's system: its `SERVICE_ENV` (e.g. shorter retry
+    delays); a module needing values known only at run time overrides this fixture."""
+    return getattr(request.module, "SERVICE_ENV", {})
 
-    A test module may set `SERVICE_ENV` (e.g. shorter retry delays) for its system.
-    """
+
+@pytest.fixture(scope="module")
+def system(service_env, rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSystem]:
+    """Start every service as its own process, exactly as `make run` does; stop them after."""
     config = StackConfig.beside_others(
         rabbitmq_url=rabbitmq.url,
         postgres_url=databases.postgres_url,
         database_prefix=databases.prefix,
         run_dir=tmp_path_factory.mktemp("stack"),
-        service_env=getattr(request.module, "SERVICE_ENV", {}),
+        service_env=service_env,
     )
     stack = Stack(config)
     stack.start()

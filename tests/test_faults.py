@@ -5,8 +5,6 @@ lost and no effect doubled. (RabbitMQ itself stopping is in test_broker_outage.p
 
 import asyncio
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -190,16 +188,7 @@ async def test_a_bug_for_one_order_dead_letters_it_and_a_replay_after_the_fix_co
 
     assert system.stack.stop_service("shipping") == 0
     await restart(system, "shipping")  # the fix is deployed
-    replay = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "orderctl", "dlq", "replay", "shipping", "--all", "--yes"],
-        env={"RABBITMQ_URL": system.rabbitmq.url, "COLUMNS": "200", "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert replay.returncode == 0, replay.stderr
-    assert "shipping.work" in replay.stdout
+    assert "shipping.work" in await system.replay_dead_letters("shipping")
 
     await every_order_had_one_effect_per_service(system, [buggy, *others])
 

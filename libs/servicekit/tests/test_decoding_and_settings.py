@@ -86,3 +86,36 @@ def test_production_refuses_the_guest_account() -> None:
         ExampleSettings(environment="production")
     ok = ExampleSettings(environment="production", rabbitmq_url="amqp://orders:s3cret@rabbit/")
     assert ok.environment == "production"
+
+
+def test_tracing_is_off_unless_an_exporter_or_endpoint_is_set() -> None:
+    from servicekit.telemetry import tracer_provider, tracing_requested
+
+    assert not tracing_requested({})
+    assert tracer_provider("orders", {}) is None
+    assert not tracing_requested(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"}
+    )
+    assert tracing_requested({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert tracing_requested({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+    assert tracing_requested({"OTEL_TRACES_EXPORTER": "console"})
+
+
+def test_an_unknown_trace_exporter_is_refused_by_name() -> None:
+    from servicekit.telemetry import tracer_provider
+
+    with pytest.raises(ValueError, match="'zipkin'"):
+        tracer_provider("orders", {"OTEL_TRACES_EXPORTER": "zipkin"})
+
+
+def test_the_service_name_is_the_default_and_otel_service_name_wins(monkeypatch) -> None:
+    from servicekit.telemetry import tracer_provider
+
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+    provider = tracer_provider("email", {"OTEL_TRACES_EXPORTER": "console"})
+    assert provider.resource.attributes["service.name"] == "email"
+    assert provider.resource.attributes["deployment.environment"] == "test"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "email-eu")
+    renamed = tracer_provider("email", {"OTEL_TRACES_EXPORTER": "console"})
+    assert renamed.resource.attributes["service.name"] == "email-eu"

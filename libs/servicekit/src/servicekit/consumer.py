@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from contracts import Event, routing_key, versions
 
-from . import failures
+from . import failures, telemetry
 from .batching import Batches
 from .outbox import tracking_writes
 from .topology import DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, ServiceTopology
@@ -62,6 +62,15 @@ MAX_REASON_LENGTH = 2000
 POISON_RUNS = 2
 """Runs of unsettled deliveries after which a message is taken for one that kills its
 consumer, and is dead-lettered without being handled again."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event waiting for its batch, with the trace of the message that brought it: a
+    batch runs in a task of its own, and each handler runs in its own message's trace."""
+
+    event: Event
+    trace_context: Any
 
 
 @dataclass
@@ -222,9 +231,7 @@ class EventConsumer:
             cls.routing_key(): handled for handled in handlers for cls in readable_as(handled)
         }
         self._running = asyncio.Semaphore(prefetch)
-        self._apply: Callable[[Event], Awaitable[bool]] = (
-            Batches(self._apply_batch, batch_size).submit if batch_size > 1 else self._apply_alone
-        )
+        self._batches = Batches(self._apply_batch, batch_size) if batch_size > 1 else None
         self._consuming = [queue.name for queue in self.topology.consuming_queues]
         self.stats = ConsumerStats()
         self.subscribers = [
@@ -267,7 +274,13 @@ class EventConsumer:
             await self._dead_letter_or_keep(message, poison, attempts=self._attempt(message))
             return
         try:
-            had_effect = await self._apply(self._decode(message.raw_message.body))
+            event = self._decode(message.raw_message.body)
+            if self._batches is None:
+                had_effect = await self._apply_alone(event)
+            else:
+                had_effect = await self._batches.submit(
+                    Delivery(event, telemetry.current_context())
+                )
         except PermanentFailure as failure:
             await self._dead_letter_or_keep(message, failure, attempts=self._attempt(message))
         except Exception as exc:  # noqa: BLE001 - transient until the attempt limit says otherwise
@@ -283,6 +296,8 @@ class EventConsumer:
         """The event in the body, upcast to the version its handler takes."""
         written = decode_event(body, self._known)
         log.debug("event %s (%s) received", written.event_id, written.routing_key())
+        if order_id := getattr(written, "order_id", None):
+            telemetry.tag_order(order_id)
         return versions.upcast(written, to=self._read_as[written.routing_key()])
 
     async def _record_and_handle(self, conn: asyncpg.Connection, event: Event) -> bool:
@@ -306,47 +321,58 @@ class EventConsumer:
                 self._after_commit()
             return had_effect
 
-    async def _apply_batch(self, events: Sequence[Event]) -> list[bool | Exception]:
+    async def _apply_batch(self, deliveries: Sequence[Delivery]) -> list[bool | Exception]:
         """Each event's outcome. The batch first runs without savepoints, the cheap way. If
         a message fails, all rolls back, that failure is its outcome, and the rest runs again
         with a savepoint each. If a batch cannot commit, each message is applied alone."""
         try:
             try:
-                return await self._in_one_transaction(events, savepoints=False)
+                return await self._in_one_transaction(deliveries, savepoints=False)
             except _FailedInBatch as failed:
-                rest = [event for index, event in enumerate(events) if index != failed.index]
+                rest = [d for index, d in enumerate(deliveries) if index != failed.index]
                 outcomes = iter(await self._in_one_transaction(rest, savepoints=True))
                 return [
                     failed.cause if index == failed.index else next(outcomes)
-                    for index in range(len(events))
+                    for index in range(len(deliveries))
                 ]
         except Exception as exc:  # noqa: BLE001 - nothing committed: each is applied alone
-            log.debug("a batch of %d did not commit (%r); applying each alone", len(events), exc)
-            return [await _outcome(self._apply_alone(event)) for event in events]
+            log.debug(
+                "a batch of %d did not commit (%r); applying each alone", len(deliveries), exc
+            )
+            outcomes = []
+            for delivery in deliveries:
+                with telemetry.attached(delivery.trace_context):
+                    outcomes.append(await _outcome(self._apply_alone(delivery.event)))
+            return outcomes
 
     async def _in_one_transaction(
-        self, events: Sequence[Event], *, savepoints: bool
+        self, deliveries: Sequence[Delivery], *, savepoints: bool
     ) -> list[bool | Exception]:
-        """Apply `events` in one transaction and commit it. With `savepoints`, a failing
+        """Apply the events in one transaction and commit it. With `savepoints`, a failing
         message rolls back alone and its failure is its outcome; without, it raises
         `_FailedInBatch` and nothing commits."""
         results: list[bool | Exception] = []
         with tracking_writes() as wrote_events:
             async with self._connection() as conn, conn.transaction():
                 if savepoints:
-                    for event in events:
+                    for delivery in deliveries:
                         try:
-                            async with conn.transaction():
-                                results.append(await self._record_and_handle(conn, event))
+                            with telemetry.attached(delivery.trace_context):
+                                async with conn.transaction():
+                                    handled = await self._record_and_handle(conn, delivery.event)
+                            results.append(handled)
                         except Exception as exc:  # noqa: BLE001 - this message's own failure
                             results.append(exc)
                 else:
+                    events = [delivery.event for delivery in deliveries]
                     first_seen = await record_all_processed(conn, events)
-                    for index, event in enumerate(events):
+                    for index, delivery in enumerate(deliveries):
                         try:
-                            results.append(
-                                await self._handle(conn, event, first_seen=first_seen[index])
-                            )
+                            with telemetry.attached(delivery.trace_context):
+                                handled = await self._handle(
+                                    conn, delivery.event, first_seen=first_seen[index]
+                                )
+                            results.append(handled)
                         except OUTAGES:
                             raise
                         except Exception as exc:  # noqa: BLE001 - judged by the caller

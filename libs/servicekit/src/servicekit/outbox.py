@@ -37,6 +37,7 @@ from faststream.rabbit import RabbitBroker
 
 from contracts import Event
 
+from .telemetry import continued_from, outbox_headers
 from .topology import EVENTS_EXCHANGE
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,14 @@ def tracking_writes() -> Iterator[Callable[[], bool]]:
 async def add_to_outbox(
     conn: asyncpg.Connection, event: Event, headers: dict[str, Any] | None = None
 ) -> None:
-    """Queue `event` for publishing; call inside the transaction that changes state."""
+    """Queue `event` for publishing; call inside the transaction that changes state. The
+    row keeps the current trace context, which its publish continues."""
     await conn.execute(
         "INSERT INTO outbox (event_id, routing_key, payload, headers) VALUES ($1, $2, $3, $4)",
         event.event_id,
         event.routing_key(),
         event.model_dump(mode="json"),
-        headers or {},
+        outbox_headers(headers),
     )
     if (wrote := _writes.get()) is not None:
         wrote[0] = True
@@ -204,20 +206,21 @@ class OutboxRelay:
 
     async def _publish(self, row: asyncpg.Record) -> None:
         """Publish the row's payload as PostgreSQL renders it: JSON text, never decoded and
-        encoded again here."""
-        await self._broker.publish(
-            row["body"].encode(),
-            exchange=EVENTS_EXCHANGE,
-            routing_key=row["routing_key"],
-            persist=True,
-            mandatory=True,
-            message_id=str(row["event_id"]),
-            correlation_id=row["correlation_id"],
-            message_type=row["routing_key"],
-            content_type="application/json",
-            headers=row["headers"],
-            timeout=self._confirm_timeout,
-        )
+        encoded again here; in the trace of the transaction that wrote it."""
+        with continued_from(row["headers"]):
+            await self._broker.publish(
+                row["body"].encode(),
+                exchange=EVENTS_EXCHANGE,
+                routing_key=row["routing_key"],
+                persist=True,
+                mandatory=True,
+                message_id=str(row["event_id"]),
+                correlation_id=row["correlation_id"],
+                message_type=row["routing_key"],
+                content_type="application/json",
+                headers=row["headers"],
+                timeout=self._confirm_timeout,
+            )
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken or `seconds` have passed."""

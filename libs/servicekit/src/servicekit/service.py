@@ -18,6 +18,7 @@ import asyncpg
 from aio_pika.abc import AbstractRobustChannel
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts import Event
@@ -31,6 +32,7 @@ from .health import health_router
 from .outbox import OutboxRelay
 from .rpc import Responder, subscribe_responder
 from .settings import ServiceSettings
+from .telemetry import tracer_provider
 from .topology import ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ seam through which a test deploy wraps the handlers or reads fewer versions."""
 
 def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventConsumer) -> FastAPI:
     settings = spec.settings
+    tracing = tracer_provider(spec.name)
     broker = RabbitBroker(
         settings.rabbitmq_url,
         default_channel=Channel(on_return_raises=True),
@@ -122,6 +125,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         log_level=logging.DEBUG,  # per-message lines; the consumer logs each event id itself
         specification_url=SERVER_URL,
         apply_types=False,  # handlers take one argument: no dependency injection per message
+        middlewares=[RabbitTelemetryMiddleware(tracer_provider=tracing)] if tracing else (),
     )
     runtime: ServiceRuntime
 
@@ -179,9 +183,23 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
             for release in spec.on_stop:
                 release()
             await runtime.pool.close()
+            if tracing:
+                tracing.shutdown()  # exports the spans still buffered
             log.info("stopped")
 
-    app = FastAPI(title=spec.name, version=spec.version, lifespan=lifespan)
+    app = FastAPI(
+        title=spec.name,
+        version=spec.version,
+        lifespan=lifespan,
+        telemetry={
+            "tracing": tracing is not None,  # a server span per request, `traceparent` continued
+            "tracer_provider": tracing,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": _untraced,
+        },
+    )
     app.add_middleware(WakeRelayAfterWrites, wake=relay.wake)
     app.state.runtime = runtime
     app.state.spec = spec
@@ -191,6 +209,14 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+UNTRACED_PATHS = ("/health", "/metrics")
+
+
+def _untraced(scope: Scope) -> bool:
+    """Probes and scrapes: no span for them."""
+    return scope.get("path", "").startswith(UNTRACED_PATHS)
 
 
 class WakeRelayAfterWrites:

@@ -20,6 +20,7 @@ from contracts.audit import OrderAudit, OrdersAudit
 from contracts.common import CurrencyCode, Money, Sku
 from servicekit.dependencies import PoolDep, RuntimeDep
 from servicekit.rpc import NoReply, ask
+from servicekit.telemetry import tag_order
 
 from .. import handlers
 from ..adapters import repository
@@ -122,6 +123,7 @@ async def place_order(
                 }
             ],
         ) from exc
+    tag_order(placed.order_id)
     response.headers["Location"] = f"/orders/{placed.order_id}"
     if placed.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -1,0 +1,137 @@
+"""One trace per order, on real processes, the real broker and an in-test OTLP receiver:
+from the HTTP request that placed it, through each outbox, into every service; and a
+retried message stays in its trace."""
+
+import secrets
+import uuid
+
+import pytest
+
+from contracts import OrderConfirmedV1
+from testkit.broker import peek_queue, publish_raw
+from testkit.events import order_created
+from testkit.otlp import otlp_receiver
+from testkit.polling import eventually
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = {"orders", "email", "inventory", "shipping"}
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    with otlp_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def service_env(receiver) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: export spans at once, not every 5 s
+        "EMAIL_RETRY_DELAYS": "[0.3]",
+        "EMAIL_MAX_ATTEMPTS": "2",
+    }
+
+
+def caller_traceparent() -> tuple[str, str, str]:
+    """A W3C traceparent as a caller's own trace would send it: (header, trace id, span id)."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
+
+
+async def test_an_order_is_one_trace_from_the_request_through_every_service(
+    system, receiver
+) -> None:
+    sku = f"TRACED-{uuid.uuid4().hex[:6]}"
+    await system.inventory.put(f"/stock/{sku}", json={"available": 5})
+    traceparent, trace_id, caller_span = caller_traceparent()
+    response = await system.orders.post(
+        "/orders",
+        json={
+            "customer_email": "ada@example.com",
+            "items": [{"sku": sku, "quantity": 1, "unit_price": "2.50"}],
+            "shipping_address": {
+                "name": "Ada", "line1": "1 Main St", "city": "Paris",
+                "postal_code": "75001", "country": "FR",
+            },
+        },
+        headers={"traceparent": traceparent},
+    )  # fmt: skip
+    assert response.status_code == 202, response.text
+    order_id = response.json()["order_id"]
+
+    def whole_trace():
+        spans = receiver.in_trace(trace_id)
+        processed = {(s.service, s.name) for s in spans if s.name.endswith(" process")}
+        expected = {
+            ("inventory", "events.order.created.v2 process"),
+            ("shipping", "events.order.created.v2 process"),
+            ("email", "events.order.created.v2 process"),
+            ("orders", "events.stock.reserved.v1 process"),
+            ("email", "events.order.confirmed.v1 process"),
+            ("shipping", "events.order.confirmed.v1 process"),
+            ("orders", "events.shipment.created.v1 process"),
+            ("orders", "events.order_confirmation.sent.v1 process"),
+        }
+        assert expected <= processed, f"{sorted(expected - processed)} missing"
+        return spans
+
+    spans = await eventually(whole_trace, timeout=30)
+    assert {s.service for s in spans} == SERVICES
+    by_id = {s.span_id: s for s in spans}
+    [request] = [s for s in spans if s.parent_span_id == caller_span]
+    assert (request.service, request.attributes.get("order.id")) == ("orders", order_id)
+    assert all(s.parent_span_id in by_id for s in spans if s is not request), (
+        "every span hangs from the request's"
+    )
+    for service in SERVICES:
+        tagged = [s for s in spans if s.service == service and s.attributes.get("order.id")]
+        assert {s.attributes["order.id"] for s in tagged} == {order_id}, service
+    published = [s for s in spans if s.name == "events.order.created.v2 publish"]
+    assert [s.service for s in published] == ["orders"]
+    assert published[0].attributes["messaging.rabbitmq.destination.routing_key"] == (
+        "order.created.v2"
+    )
+    created = {
+        s.attributes.get("messaging.message.id")
+        for s in spans
+        if s.name == "events.order.created.v2 process"
+    }
+    assert len(created) == 1 and None not in created, "one event id, in each consumer's span"
+
+
+async def test_a_retried_then_replayed_message_stays_in_its_trace(system, receiver) -> None:
+    """An order.confirmed for an order email has not heard of is retried, then dead-
+    lettered, then replayed: each attempt is a span of the trace it came with."""
+    unknown = order_created()
+    event = OrderConfirmedV1.caused_by(unknown, producer="orders", order_id=unknown.order_id)
+    traceparent, trace_id, _ = caller_traceparent()
+    await publish_raw(
+        system.rabbitmq.url,
+        event.routing_key(),
+        event.model_dump_json().encode(),
+        message_id=str(event.event_id),
+        headers={"traceparent": traceparent},
+    )
+
+    def attempts_seen(count: int):
+        def attempts():
+            spans = receiver.in_trace(trace_id)
+            seen = [s for s in spans if s.service == "email" and s.name.endswith(" process")]
+            assert len(seen) >= count, seen
+            return seen
+
+        return attempts
+
+    await eventually(attempts_seen(2), timeout=30)  # the first, and its retry
+
+    async def dead_lettered() -> bool:
+        letters = await peek_queue(system.rabbitmq.url, "email.dlq")
+        return any(m.message_id == str(event.event_id) for m in letters)
+
+    await eventually(dead_lettered, timeout=15)
+    assert "email.work" in await system.replay_dead_letters("email")
+    attempts = await eventually(attempts_seen(3), timeout=30)
+    assert {s.attributes.get("messaging.message.id") for s in attempts} == {str(event.event_id)}
+    assert {s.attributes.get("order.id") for s in attempts} == {str(unknown.order_id)}
