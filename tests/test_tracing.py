@@ -1,7 +1,8 @@
 """One trace per order, on real processes, the real broker and an in-test OTLP receiver:
 from the HTTP request that placed it, through each outbox, into every service; and a
-retried message stays in its trace."""
+retried message stays in its trace; JSON log lines carry it too."""
 
+import json
 import secrets
 import uuid
 
@@ -31,6 +32,7 @@ def service_env(receiver) -> dict[str, str]:
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: export spans at once, not every 5 s
         "EMAIL_RETRY_DELAYS": "[0.3]",
         "EMAIL_MAX_ATTEMPTS": "2",
+        **{f"{service.upper()}_LOG_FORMAT": "json" for service in SERVICES},
     }
 
 
@@ -93,6 +95,19 @@ async def test_an_order_is_one_trace_from_the_request_through_every_service(
     assert published[0].attributes["messaging.rabbitmq.destination.routing_key"] == (
         "order.created.v2"
     )
+    inventory_lines = [
+        json.loads(line)
+        for line in (system.stack.config.run_dir / "inventory.log").read_text().splitlines()
+    ]
+    [reserved] = [
+        line
+        for line in inventory_lines
+        if line.get("order_id") == order_id and line["level"] == "INFO"
+    ]
+    assert reserved["trace_id"] == trace_id, reserved
+    assert reserved["routing_key"] == "order.created.v2" and reserved["event_id"]
+    assert {"timestamp", "service", "logger", "message", "span_id"} <= reserved.keys()
+    assert reserved["service"] == "inventory"
     created = {
         s.attributes.get("messaging.message.id")
         for s in spans

@@ -73,7 +73,7 @@ def main(
         sys.exit(0 if is_ready(settings) else 1)
     if args.host is not None:
         settings = settings.model_copy(update={"http_host": args.host})
-    configure_logging(name, settings.log_level)
+    configure_logging(name, settings.log_level, settings.log_format)
     asyncio.run(prepare_database(settings, migrations))
     if args.command == "serve":
         logging.getLogger(name).info(

@@ -45,6 +45,7 @@ from contracts import Event, routing_key, versions
 
 from . import failures, telemetry
 from .batching import Batches
+from .logs import handling
 from .outbox import tracking_writes
 from .topology import DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, ServiceTopology
 
@@ -308,8 +309,9 @@ class EventConsumer:
         if not first_seen:
             log.debug("event %s is a duplicate; no effect", event.event_id)
             return False
-        await self._handlers[event.routing_key()](conn, event)
-        log.debug("event %s processed", event.event_id)
+        with handling(event):
+            await self._handlers[event.routing_key()](conn, event)
+            log.debug("event %s processed", event.event_id)
         return True
 
     async def _apply_alone(self, event: Event) -> bool:

@@ -6,6 +6,7 @@ from pydantic import Field, PositiveFloat, model_validator
 from pydantic_settings import BaseSettings
 from yarl import URL
 
+from .logs import LogFormat
 from .topology import DEFAULT_RETRY_DELAYS
 
 
@@ -18,6 +19,9 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: LogFormat = Field(
+        "text", description="text for a terminal; json: one object per line, with trace ids"
+    )
 
     prefetch: int = Field(
         16,
