@@ -27,6 +27,7 @@ Failures take one of two paths:
 """
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -235,6 +236,8 @@ class EventConsumer:
         self._batches = Batches(self._apply_batch, batch_size) if batch_size > 1 else None
         self._consuming = [queue.name for queue in self.topology.consuming_queues]
         self.stats = ConsumerStats()
+        self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
+        """(event type, outcome) -> messages, for /metrics."""
         self.subscribers = [
             self._subscribe(queue, prefetch, tier)
             for tier, queue in enumerate(self.topology.consuming_queues)
@@ -292,6 +295,7 @@ class EventConsumer:
                 self.stats.processed += 1
             else:
                 self.stats.duplicates += 1
+            self._count(message, "processed" if had_effect else "duplicate")
 
     def _decode(self, body: bytes) -> Event:
         """The event in the body, upcast to the version its handler takes."""
@@ -396,6 +400,9 @@ class EventConsumer:
         finally:
             await pool.release(conn)
 
+    def _count(self, message: RabbitMessage, outcome: str) -> None:
+        self.outcomes[(message.raw_message.type or "unknown", outcome)] += 1
+
     def _attempt(self, message: RabbitMessage) -> int:
         """This delivery's attempt number, from the broker's count of earlier failures."""
         return failures.failed_deliveries(message.raw_message.headers, self._consuming) + 1
@@ -409,6 +416,7 @@ class EventConsumer:
             await self._dead_letter_or_keep(message, exc, attempts=attempt)
             return
         self.stats.retried += 1
+        self._count(message, "retried")
         log.warning(
             "event %s: %s (%s: %s); retrying in %gs",
             message.raw_message.message_id,
@@ -434,6 +442,7 @@ class EventConsumer:
             await message.nack(requeue=True)
         else:
             self.stats.dead_lettered += 1
+            self._count(message, "dead_lettered")
             await message.ack()
 
     async def _dead_letter(self, message: RabbitMessage, failure: Exception, attempts: int) -> None:

@@ -106,7 +106,9 @@ class OutboxRelay:
         confirm_timeout: float,
         sweep_interval: float = 60.0,
         max_backoff: float = 5.0,
+        on_published: Callable[[int, int], None] = lambda published, refused: None,
     ) -> None:
+        """`on_published(published, refused)` is told each batch's counts (for metrics)."""
         self._pool = pool
         self._broker = broker
         self._batch_size = batch_size
@@ -114,6 +116,7 @@ class OutboxRelay:
         self._confirm_timeout = confirm_timeout
         self._max_backoff = max_backoff
         self._sweep_interval = sweep_interval
+        self._on_published = on_published
         self._next_sweep = 0.0  # monotonic; the first round sweeps
         self._due_since = EVERY_ROW
         self._wake = asyncio.Event()
@@ -180,6 +183,7 @@ class OutboxRelay:
                 )
             if refused:
                 await self._retry_later(conn, refused)
+        self._on_published(len(published), len(refused))
         for row, error in zip(rows, results, strict=True):
             if error is None:
                 log.debug("event %s (%s) published", row["event_id"], row["routing_key"])

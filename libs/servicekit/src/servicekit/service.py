@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractRobustChannel
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts import Event
@@ -29,6 +30,7 @@ from .breaker import CircuitBreaker
 from .consumer import EventConsumer, Handler
 from .db import create_pool
 from .health import health_router
+from .metrics import HttpMetrics, RuntimeCollector, ScrapedState, ServiceMetrics, metrics_router
 from .outbox import OutboxRelay
 from .rpc import Responder, subscribe_responder
 from .settings import ServiceSettings
@@ -81,6 +83,24 @@ class ServiceRuntime:
     def topology(self) -> ServiceTopology:
         return self.consumer.topology
 
+    async def queue_depths(self) -> dict[str, tuple[int, int]]:
+        """Each of the service's queues: (messages ready, consumers), from passive declares
+        on a channel of their own (a declare the broker refuses closes only that one)."""
+        depths = {}
+        connection = await self.broker.connect()
+        for queue in self.topology.all_queues:
+            channel = await connection.channel(publisher_confirms=False)
+            try:
+                declared = await channel.declare_queue(queue.name, passive=True)
+                result = declared.declaration_result
+                depths[queue.name] = (result.message_count or 0, result.consumer_count or 0)
+            except Exception:  # noqa: BLE001 - missing or unreachable: not reported
+                continue
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return depths
+
     async def connect_broker(self, max_delay: float = 10.0) -> None:
         """Connect, declare the topology and start consuming, retrying until it works.
 
@@ -115,6 +135,12 @@ seam through which a test deploy wraps the handlers or reads fewer versions."""
 def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventConsumer) -> FastAPI:
     settings = spec.settings
     tracing = tracer_provider(spec.name)
+    metrics = ServiceMetrics(spec.name)
+    middlewares: list[Any] = [
+        RabbitPrometheusMiddleware(registry=metrics.registry, app_name=spec.name)
+    ]
+    if tracing:
+        middlewares.append(RabbitTelemetryMiddleware(tracer_provider=tracing))
     broker = RabbitBroker(
         settings.rabbitmq_url,
         default_channel=Channel(on_return_raises=True),
@@ -125,7 +151,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         log_level=logging.DEBUG,  # per-message lines; the consumer logs each event id itself
         specification_url=SERVER_URL,
         apply_types=False,  # handlers take one argument: no dependency injection per message
-        middlewares=[RabbitTelemetryMiddleware(tracer_provider=tracing)] if tracing else (),
+        middlewares=middlewares,
     )
     runtime: ServiceRuntime
 
@@ -140,6 +166,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         poll_interval=settings.outbox_poll_interval,
         sweep_interval=settings.outbox_sweep_interval,
         confirm_timeout=settings.publish_confirm_timeout,
+        on_published=metrics.count_published,
     )
     consumer = consumer_factory(
         spec.name,
@@ -201,11 +228,16 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         },
     )
     app.add_middleware(WakeRelayAfterWrites, wake=relay.wake)
+    app.add_middleware(HttpMetrics, registry=metrics.registry)
+    metrics.registry.register(RuntimeCollector(runtime, scraped := ScrapedState()))
     app.state.runtime = runtime
+    app.state.metrics = metrics
+    app.state.scraped = scraped
     app.state.spec = spec
     app.include_router(health_router)
     app.include_router(asyncapi_router)
     app.include_router(audit_router)
+    app.include_router(metrics_router)
     for router in spec.routers:
         app.include_router(router)
     return app
