@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.polling import eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 SERVICES = ("orders", "email", "inventory", "shipping")
 

@@ -14,7 +14,7 @@ from testkit.events import order_created
 from testkit.otlp import otlp_receiver
 from testkit.polling import eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 SERVICES = {"orders", "email", "inventory", "shipping"}
 
@@ -30,6 +30,8 @@ def service_env(receiver) -> dict[str, str]:
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: export spans at once, not every 5 s
+        "SHIPPING_DISPATCH_DELAY": "1",
+        "SHIPPING_DISPATCH_POLL_INTERVAL": "0.2",
         "EMAIL_RETRY_DELAYS": "[0.3]",
         "EMAIL_MAX_ATTEMPTS": "2",
         **{f"{service.upper()}_LOG_FORMAT": "json" for service in SERVICES},
@@ -42,9 +44,8 @@ def caller_traceparent() -> tuple[str, str, str]:
     return f"00-{trace_id}-{span_id}-01", trace_id, span_id
 
 
-async def test_an_order_is_one_trace_from_the_request_through_every_service(
-    system, receiver
-) -> None:
+async def place_traced_order(system) -> tuple[str, str, str]:
+    """Place an order in a caller's trace: (order id, trace id, the caller's span id)."""
     sku = f"TRACED-{uuid.uuid4().hex[:6]}"
     await system.inventory.put(f"/stock/{sku}", json={"available": 5})
     traceparent, trace_id, caller_span = caller_traceparent()
@@ -61,7 +62,13 @@ async def test_an_order_is_one_trace_from_the_request_through_every_service(
         headers={"traceparent": traceparent},
     )  # fmt: skip
     assert response.status_code == 202, response.text
-    order_id = response.json()["order_id"]
+    return response.json()["order_id"], trace_id, caller_span
+
+
+async def test_an_order_is_one_trace_from_the_request_through_every_service(
+    system, receiver
+) -> None:
+    order_id, trace_id, caller_span = await place_traced_order(system)
 
     def whole_trace():
         spans = receiver.in_trace(trace_id)
@@ -102,7 +109,7 @@ async def test_an_order_is_one_trace_from_the_request_through_every_service(
     [reserved] = [
         line
         for line in inventory_lines
-        if line.get("order_id") == order_id and line["level"] == "INFO"
+        if line.get("order_id") == order_id and line.get("routing_key") == "order.created.v2"
     ]
     assert reserved["trace_id"] == trace_id, reserved
     assert reserved["routing_key"] == "order.created.v2" and reserved["event_id"]
@@ -150,3 +157,26 @@ async def test_a_retried_then_replayed_message_stays_in_its_trace(system, receiv
     attempts = await eventually(attempts_seen(3), timeout=30)
     assert {s.attributes.get("messaging.message.id") for s in attempts} == {str(event.event_id)}
     assert {s.attributes.get("order.id") for s in attempts} == {str(unknown.order_id)}
+
+
+async def test_the_timer_started_dispatch_is_a_trace_of_its_own_linked_to_the_order(
+    system, receiver
+) -> None:
+    order_id, trace_id, _ = await place_traced_order(system)
+
+    def shipped_in_the_dispatch_trace():
+        dispatches = [
+            s
+            for s in receiver.spans
+            if s.name == "shipment dispatch" and s.attributes.get("order.id") == order_id
+        ]
+        assert len(dispatches) == 1, dispatches
+        [dispatch] = dispatches
+        names = {(s.service, s.name) for s in receiver.in_trace(dispatch.trace_id)}
+        assert ("orders", "events.shipment.dispatched.v1 process") in names, names
+        return dispatch
+
+    dispatch = await eventually(shipped_in_the_dispatch_trace, timeout=30)
+    assert dispatch.trace_id != trace_id
+    assert dispatch.links == (trace_id,)
+    assert dispatch.service == "shipping" and dispatch.parent_span_id == ""

@@ -42,7 +42,9 @@ async def test_the_dispatcher_outlives_failing_batches_and_dispatches_once_it_ca
         ready_event_id = uuid.uuid4()
         async with pool.acquire() as conn:
             await repository.insert_shipment(conn, shipment)
-            await repository.mark_ready(conn, shipment.shipment_id, ready_event_id, timedelta(0))
+            await repository.mark_ready(
+                conn, shipment.shipment_id, ready_event_id, timedelta(0), ready_trace={}
+            )
         [dispatched] = await eventually(
             lambda: fetch(
                 url,

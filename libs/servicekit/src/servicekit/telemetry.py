@@ -71,11 +71,29 @@ def _otlp_exporter() -> SpanExporter:
     return OTLPSpanExporter()  # its endpoint, headers and timeout from OTEL_EXPORTER_OTLP_*
 
 
-def outbox_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`headers` with the current trace context (`traceparent`) added, when there is one."""
-    carrier = dict(headers or {})
+def trace_headers() -> dict[str, str]:
+    """The current trace context as W3C headers (empty when there is none), to store."""
+    carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier
+
+
+@contextlib.contextmanager
+def linked_trace(name: str, cause: Mapping[str, Any], *, order_id: object) -> Iterator[None]:
+    """Run the block as the root span of a trace of its own, linked to the trace `cause`
+    headers carry: work a timer starts, caused by an earlier event."""
+    caused_by = trace.get_current_span(propagate.extract(cause)).get_span_context()
+    links = [trace.Link(caused_by)] if caused_by.is_valid else []
+    tracer = trace.get_tracer(__name__)
+    with tracer.start_as_current_span(
+        name, context=context.Context(), links=links, attributes={ORDER_ID: str(order_id)}
+    ):
+        yield
+
+
+def outbox_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`headers` with the current trace context (`traceparent`) added, when there is one."""
+    return {**(headers or {}), **trace_headers()}
 
 
 @contextlib.contextmanager

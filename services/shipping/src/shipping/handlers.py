@@ -16,6 +16,7 @@ from contracts import (
     ShipmentCreatedV1,
     ShipmentDispatchedV1,
 )
+from servicekit import telemetry
 from servicekit.consumer import OutOfOrder
 from servicekit.outbox import add_to_outbox
 
@@ -65,7 +66,9 @@ async def schedule_dispatch(
     if shipment["status"] != ShipmentStatus.PREPARING:
         log.info("order %s: shipment already %s", event.order_id, shipment["status"])
         return
-    await repository.mark_ready(conn, shipment["shipment_id"], event.event_id, delay)
+    await repository.mark_ready(
+        conn, shipment["shipment_id"], event.event_id, delay, telemetry.trace_headers()
+    )
     log.info(
         "order %s: shipment %s dispatches in %s", event.order_id, shipment["shipment_id"], delay
     )
@@ -123,7 +126,10 @@ async def dispatch_due(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn, conn.transaction():
         due = await repository.lock_due(conn, DISPATCH_BATCH)
         for shipment in due:
-            await _dispatch(conn, shipment)
+            with telemetry.linked_trace(
+                "shipment dispatch", shipment["ready_trace"], order_id=shipment["order_id"]
+            ):
+                await _dispatch(conn, shipment)
     return len(due)
 
 

@@ -43,9 +43,10 @@ async def lock(conn: asyncpg.Connection, shipment_id: UUID) -> asyncpg.Record | 
 
 
 async def lock_due(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    """Ready shipments whose handling delay is over; replicas each take different ones."""
+    """Ready shipments whose handling delay is over, with the trace context that made each
+    ready; replicas each take different ones."""
     return await conn.fetch(
-        f"""SELECT {COLUMNS} FROM shipments
+        f"""SELECT {COLUMNS}, ready_trace FROM shipments
             WHERE status = 'ready' AND dispatch_after <= now()
             ORDER BY dispatch_after LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
@@ -53,16 +54,21 @@ async def lock_due(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]
 
 
 async def mark_ready(
-    conn: asyncpg.Connection, shipment_id: UUID, ready_event_id: UUID, delay: timedelta
+    conn: asyncpg.Connection,
+    shipment_id: UUID,
+    ready_event_id: UUID,
+    delay: timedelta,
+    ready_trace: dict[str, str],
 ) -> None:
     await conn.execute(
         """UPDATE shipments SET status = $2, ready_event_id = $3, dispatch_after = now() + $4,
-                                updated_at = now()
+                                ready_trace = $5, updated_at = now()
            WHERE shipment_id = $1""",
         shipment_id,
         ShipmentStatus.READY.value,
         ready_event_id,
         delay,
+        ready_trace,
     )
 
 
