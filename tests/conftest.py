@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import Stack, StackConfig
 from orderctl.audit import AuditConfig, AuditReport, audit
@@ -130,6 +131,17 @@ class RunningSystem:
         )
         assert replay.returncode == 0, replay.stderr
         return replay.stdout
+
+    async def metrics(self, service: str) -> dict[tuple[str, tuple], float]:
+        """The service's `GET /metrics`, parsed: (sample name, sorted labels) -> value."""
+        response = await self.http[service].get("/metrics")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/plain")
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
 
     async def readiness(self, service: str) -> dict:
         response = await self.http[service].get("/health/ready")

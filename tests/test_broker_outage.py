@@ -36,10 +36,23 @@ async def test_orders_placed_while_rabbitmq_is_down_flow_once_it_is_back(
         placed = [await system.place((code, 1)), await system.place((code, 1))]
         for order_id in placed:
             assert (await system.orders.get(f"/orders/{order_id}")).json()["status"] == "pending"
+
+        async def outbox_holds_them() -> bool:
+            pending = (await system.metrics("orders")).get(("outbox_pending_events", ()), 0)
+            assert pending >= len(placed), pending
+            return True
+
+        await eventually(outbox_holds_them, timeout=30, interval=1)
     finally:
         await asyncio.to_thread(infrastructure.start_broker)
 
     await eventually(system.all_ready, timeout=60)
+
+    async def outbox_drained() -> bool:
+        assert (await system.metrics("orders"))[("outbox_pending_events", ())] == 0
+        return True
+
+    await eventually(outbox_drained, timeout=30, interval=1)
     for order_id in placed:
         outcome = await eventually(lambda: system.settled(order_id, "confirmed"), timeout=60)
         assert len(outcome["emails"]) == len(outcome["shipments"]) == len(outcome["mails"]) == 1

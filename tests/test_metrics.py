@@ -4,7 +4,6 @@ move with the orders placed."""
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.polling import eventually
 
@@ -13,24 +12,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 SERVICES = ("orders", "email", "inventory", "shipping")
 
 
-async def scrape(system, service: str) -> dict[tuple[str, tuple], float]:
-    """(sample name, sorted labels) -> value."""
-    response = await system.http[service].get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
 def value(samples: dict, sample: str, **labels: str) -> float:
     return samples.get((sample, tuple(sorted(labels.items()))), 0.0)
 
 
 async def test_counters_move_by_the_orders_placed(system) -> None:
-    before = {service: await scrape(system, service) for service in SERVICES}
+    before = {service: await system.metrics(service) for service in SERVICES}
     sku = f"METRICS-{uuid.uuid4().hex[:6]}"
     await system.inventory.put(f"/stock/{sku}", json={"available": 10})
     orders = [await system.place((sku, 1)) for _ in range(3)]
@@ -38,7 +25,7 @@ async def test_counters_move_by_the_orders_placed(system) -> None:
         await eventually(lambda order_id=order_id: system.settled(order_id), timeout=30)
 
     async def moved() -> dict:
-        after = {service: await scrape(system, service) for service in SERVICES}
+        after = {service: await system.metrics(service) for service in SERVICES}
         placed = value(
             after["orders"], "http_request_duration_seconds_count",
             method="POST", route="/orders", status="202",

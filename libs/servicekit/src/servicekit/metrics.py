@@ -27,6 +27,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SCRAPE_CACHE_SECONDS = 5.0
+QUEUE_READ_TIMEOUT = 2.0
+"""A scrape while the broker is away answers without queue figures, rather than waiting."""
 
 metrics_router = APIRouter(tags=["metrics"])
 
@@ -131,7 +133,10 @@ async def _refresh(runtime: Any, state: ScrapedState) -> None:
             else:
                 state.outbox_pending = row["pending"]
                 state.outbox_oldest_age = float(row["oldest"] or 0)
-        state.queues = await runtime.queue_depths() if runtime.broker_ready else {}
+        try:
+            state.queues = await asyncio.wait_for(runtime.queue_depths(), QUEUE_READ_TIMEOUT)
+        except Exception:  # noqa: BLE001 - broker away: the figures are absent
+            state.queues = {}
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
