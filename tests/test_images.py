@@ -9,6 +9,7 @@ as it would in its image.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -123,3 +124,45 @@ def test_compose_builds_every_service_from_the_one_dockerfile() -> None:
             f"/{entry.name}"
         )
     assert not list(ROOT.glob("services/*/Dockerfile")), "one Dockerfile serves every service"
+
+
+OBSERVABILITY = ROOT / "deploy" / "observability"
+
+
+def test_compose_traces_every_service_into_jaeger_and_prometheus_scrapes_each() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert {"jaeger", "prometheus", "grafana"} <= set(compose["services"])
+    for entry in SERVICES:
+        environment = compose["services"][entry.name]["environment"]
+        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", entry.name
+    for volume in (
+        *compose["services"]["prometheus"]["volumes"],
+        *compose["services"]["grafana"]["volumes"],
+    ):
+        assert (ROOT / volume.split(":")[0]).exists(), volume
+    scraped = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
+    targets = {
+        target
+        for job in scraped["scrape_configs"]
+        for config in job["static_configs"]
+        for target in config["targets"]
+    }
+    assert targets == {f"{e.name}:{e.default_port}" for e in SERVICES} | {"rabbitmq:15692"}
+
+
+def test_the_dashboard_charts_only_metrics_the_services_expose() -> None:
+    """Every metric a panel queries is one a service's /metrics serves (FastStream's
+    families by their prefix)."""
+    source = (ROOT / "libs/servicekit/src/servicekit/metrics.py").read_text()
+    dashboard = json.loads((OBSERVABILITY / "grafana/dashboards/orderflow.json").read_text())
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    assert len(titles) == 6, titles
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = re.sub(r"by \([^)]*\)", "", target["expr"])  # grouping labels
+            for name in re.findall(r"\b([a-z_]+)(?=[{\[)])", expr):
+                family = re.sub(r"_(total|bucket|count|sum)$", "", name)
+                assert name.startswith("faststream_") or f'"{family}"' in source, (
+                    panel["title"],
+                    name,
+                )

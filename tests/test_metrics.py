@@ -36,10 +36,10 @@ async def test_counters_move_by_the_orders_placed(system) -> None:
         assert placed == 3
         for service in ("inventory", "email", "shipping"):
             processed = value(
-                after[service], "consumer_messages",
+                after[service], "consumer_messages_total",
                 event_type="order.created.v2", outcome="processed",
             ) - value(
-                before[service], "consumer_messages",
+                before[service], "consumer_messages_total",
                 event_type="order.created.v2", outcome="processed",
             )  # fmt: skip
             assert processed == 3, service

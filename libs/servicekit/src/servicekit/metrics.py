@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,7 +75,7 @@ class RuntimeCollector(Collector):
         self._runtime, self._state = runtime, state
 
     def collect(self) -> Iterable[Metric]:
-        outcomes = GaugeMetricFamily(
+        outcomes = CounterMetricFamily(
             "consumer_messages",
             "Messages the consumer settled since start, by event type and outcome "
             "(processed, duplicate, retried, dead_lettered).",
