@@ -18,7 +18,6 @@ import asyncpg
 from aio_pika.abc import AbstractRobustChannel
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import Channel, RabbitBroker
-from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -34,7 +33,7 @@ from .metrics import HttpMetrics, RuntimeCollector, ScrapedState, ServiceMetrics
 from .outbox import OutboxRelay
 from .rpc import Responder, subscribe_responder
 from .settings import ServiceSettings
-from .telemetry import tracer_provider
+from .telemetry import messaging_middleware, tracer_provider
 from .topology import ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         RabbitPrometheusMiddleware(registry=metrics.registry, app_name=spec.name)
     ]
     if tracing:
-        middlewares.append(RabbitTelemetryMiddleware(tracer_provider=tracing))
+        middlewares.append(messaging_middleware(tracing))
     broker = RabbitBroker(
         settings.rabbitmq_url,
         default_channel=Channel(on_return_raises=True),
