@@ -33,6 +33,7 @@ def service_env(receiver) -> dict[str, str]:
         "SHIPPING_DISPATCH_DELAY": "1",
         "SHIPPING_DISPATCH_POLL_INTERVAL": "0.2",
         "EMAIL_RETRY_DELAYS": "[0.3]",
+        "EMAIL_SMTP_CIRCUIT_RESET_TIMEOUT": "1",
         "EMAIL_MAX_ATTEMPTS": "2",
         **{f"{service.upper()}_LOG_FORMAT": "json" for service in SERVICES},
     }
@@ -181,3 +182,39 @@ async def test_the_timer_started_dispatch_is_a_trace_of_its_own_linked_to_the_or
     assert dispatch.trace_id != trace_id
     assert dispatch.links == (trace_id,)
     assert dispatch.service == "shipping" and dispatch.parent_span_id == ""
+
+
+async def test_an_order_whose_email_is_retried_is_still_one_trace(system, receiver) -> None:
+    """The SMTP server is away when the confirmation is due: email retries it through its
+    wait queue, and every attempt is in the order's trace. (Last: it stops the sink.)"""
+    def confirmation_attempts():
+        """The first from the work queue, each retry from a retry queue (spans named
+        `default.email.retry.N process`), all of the one order.confirmed message."""
+        spans = [s for s in receiver.in_trace(trace_id) if s.service == "email"]
+        first = [s for s in spans if s.name == "events.order.confirmed.v1 process"]
+        if not first:
+            return []
+        event_id = first[0].attributes["messaging.message.id"]
+        return [
+            s
+            for s in spans
+            if s.name.endswith(" process") and s.attributes["messaging.message.id"] == event_id
+        ]
+
+    assert system.stack.stop_service("smtp-sink") == 0
+    try:
+        order_id, trace_id, _ = await place_traced_order(system)
+        await eventually(confirmation_attempts, timeout=30)  # tried while the sink is away
+        assert not system.mails_about(order_id)
+    finally:
+        system.stack.start_smtp_sink()
+
+    def mailed_after_attempts():
+        attempts = confirmation_attempts()
+        assert len(attempts) >= 2, attempts
+        assert system.mails_about(order_id), "not mailed yet"
+        return attempts
+
+    attempts = await eventually(mailed_after_attempts, timeout=30)
+    assert {s.attributes["order.id"] for s in attempts} == {order_id}
+    assert any(s.name.startswith("default.email.retry.") for s in attempts), attempts
