@@ -88,6 +88,10 @@ async def test_an_order_is_one_trace_from_the_request_through_every_service(
         return spans
 
     spans = await eventually(whole_trace, timeout=30)
+    assert (await system.orders.get("/metrics")).status_code == 200
+    probes = [s.name for s in receiver.spans if "/health" in s.name or "/metrics" in s.name]
+    assert probes == [], "readiness polls and scrapes are not traced"
+    assert any(s.name == "POST /orders" for s in spans), [s.name for s in spans]
     assert {s.service for s in spans} == SERVICES
     by_id = {s.span_id: s for s in spans}
     [request] = [s for s in spans if s.parent_span_id == caller_span]
