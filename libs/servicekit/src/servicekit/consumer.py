@@ -170,13 +170,8 @@ async def record_all_processed(conn: asyncpg.Connection, events: Sequence[Event]
 
 async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
     """Record the event as processed; False if it already was (a duplicate)."""
-    inserted = await conn.fetchval(
-        """INSERT INTO processed_messages (event_id, event_type) VALUES ($1, $2)
-           ON CONFLICT DO NOTHING RETURNING true""",
-        event.event_id,
-        event.routing_key(),
-    )
-    return bool(inserted)
+    [first_seen] = await record_all_processed(conn, [event])
+    return first_seen
 
 
 class _FailedInBatch(Exception):

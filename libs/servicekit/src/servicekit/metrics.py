@@ -26,6 +26,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .outbox import unpublished_backlog
+
 SCRAPE_CACHE_SECONDS = 5.0
 QUEUE_READ_TIMEOUT = 2.0
 """A scrape while the broker is away answers without queue figures, rather than waiting."""
@@ -37,7 +39,6 @@ metrics_router = APIRouter(tags=["metrics"])
 class ServiceMetrics:
     """A service's registry and what it counts itself."""
 
-    service: str
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -123,16 +124,10 @@ async def _refresh(runtime: Any, state: ScrapedState) -> None:
         state.read_at = time.monotonic()
         if runtime.pool is not None:
             try:
-                row = await runtime.pool.fetchrow(
-                    """SELECT count(*) AS pending,
-                              extract(epoch FROM now() - min(created_at)) AS oldest
-                       FROM outbox WHERE published_at IS NULL"""
-                )
+                async with runtime.pool.acquire() as conn:
+                    state.outbox_pending, state.outbox_oldest_age = await unpublished_backlog(conn)
             except Exception:  # noqa: BLE001 - database down: the figure is absent
                 state.outbox_pending = state.outbox_oldest_age = None
-            else:
-                state.outbox_pending = row["pending"]
-                state.outbox_oldest_age = float(row["oldest"] or 0)
         try:
             state.queues = await asyncio.wait_for(runtime.queue_depths(), QUEUE_READ_TIMEOUT)
         except Exception:  # noqa: BLE001 - broker away: the figures are absent

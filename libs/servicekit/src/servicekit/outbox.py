@@ -90,7 +90,18 @@ async def add_to_outbox(
 
 async def count_unpublished(conn: asyncpg.Connection) -> int:
     """Events written and not yet published: the relay's backlog, refused rows included."""
-    return await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    count, _ = await unpublished_backlog(conn)
+    return count
+
+
+async def unpublished_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
+    """The relay's backlog (refused rows included) and the age in seconds of its oldest row
+    (0 when there is none): how far behind publishing is."""
+    row = await conn.fetchrow(
+        """SELECT count(*) AS pending, extract(epoch FROM now() - min(created_at)) AS oldest
+           FROM outbox WHERE published_at IS NULL"""
+    )
+    return row["pending"], float(row["oldest"] or 0)
 
 
 class OutboxRelay:

@@ -84,20 +84,23 @@ class ServiceRuntime:
 
     async def queue_depths(self) -> dict[str, tuple[int, int]]:
         """Each of the service's queues: (messages ready, consumers), from passive declares
-        on a channel of their own (a declare the broker refuses closes only that one)."""
+        on a channel of their own, opened again only after a refused declare closed it."""
         depths = {}
         connection = await self.broker.connect()
-        for queue in self.topology.all_queues:
-            channel = await connection.channel(publisher_confirms=False)
-            try:
-                declared = await channel.declare_queue(queue.name, passive=True)
+        channel = None
+        try:
+            for queue in self.topology.all_queues:
+                if channel is None or channel.is_closed:
+                    channel = await connection.channel(publisher_confirms=False)
+                try:
+                    declared = await channel.declare_queue(queue.name, passive=True)
+                except Exception:  # noqa: BLE001 - missing: not reported
+                    continue
                 result = declared.declaration_result
                 depths[queue.name] = (result.message_count or 0, result.consumer_count or 0)
-            except Exception:  # noqa: BLE001 - missing or unreachable: not reported
-                continue
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+        finally:
+            if channel is not None and not channel.is_closed:
+                await channel.close()
         return depths
 
     async def connect_broker(self, max_delay: float = 10.0) -> None:
@@ -134,7 +137,7 @@ seam through which a test deploy wraps the handlers or reads fewer versions."""
 def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventConsumer) -> FastAPI:
     settings = spec.settings
     tracing = tracer_provider(spec.name)
-    metrics = ServiceMetrics(spec.name)
+    metrics = ServiceMetrics()
     middlewares: list[Any] = [
         RabbitPrometheusMiddleware(registry=metrics.registry, app_name=spec.name)
     ]

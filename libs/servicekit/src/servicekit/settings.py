@@ -33,8 +33,8 @@ class ServiceSettings(BaseSettings):
         16,
         ge=1,
         le=1000,
-        description="Messages applied in one transaction (a savepoint each) and acked after "
-        "its one commit; 1 applies each in its own, up to prefetch at once.",
+        description="Messages applied in one transaction and acked after its commit; "
+        "1 applies each in its own, up to prefetch at once.",
     )
     db_pool_size: int = Field(
         24, ge=4, description="At least prefetch + 3: each handler holds one."
