@@ -4,17 +4,18 @@ alone, and a batch that cannot commit acks nothing and applies each message alon
 
 A probe service's handler writes its effect with the id of the transaction it ran in. The
 first event of each test is held in its handler until the rest is waiting, so they form
-the next batch.
+the next batch. The probe applies `order.confirmed` alone, as email does the events whose
+handlers send mail.
 """
 
 import asyncio
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 
-from contracts import OrderCreatedV1
+from contracts import OrderConfirmedV1, OrderCreatedV1
 from testkit.broker import peek_queue, publish_event
 from testkit.events import order_created
 from testkit.polling import eventually
@@ -41,7 +42,9 @@ class TransactionRecordingHandler:
         self.failing: set[UUID] = set()
         self.breaking_commit: set[UUID] = set()
 
-    async def __call__(self, conn: asyncpg.Connection, event: OrderCreatedV1) -> None:
+    async def __call__(
+        self, conn: asyncpg.Connection, event: OrderCreatedV1 | OrderConfirmedV1
+    ) -> None:
         if event.order_id == self.held:
             self.holding.set()
             await self.release.wait()
@@ -59,7 +62,8 @@ async def probe(rabbitmq, databases, tmp_path: Path, request):
     handler = TransactionRecordingHandler()
     url = databases.url(f"batch{request.node.name[-8:].lower()}")
     async with probe_service(
-        {OrderCreatedV1: handler},
+        {OrderCreatedV1: handler, OrderConfirmedV1: handler},
+        applied_alone=(OrderConfirmedV1,),
         rabbitmq_url=rabbitmq.url,
         database_url=url,
         migrations=tmp_path,
@@ -75,7 +79,9 @@ async def probe(rabbitmq, databases, tmp_path: Path, request):
             await conn.close()
 
 
-async def transactions(conn: asyncpg.Connection, orders: list[OrderCreatedV1]) -> list[list[int]]:
+async def transactions(
+    conn: asyncpg.Connection, orders: list[OrderCreatedV1 | OrderConfirmedV1]
+) -> list[list[int]]:
     """Per order, the ids of the transactions that wrote its effect."""
     rows = await conn.fetch("SELECT order_id, txid FROM effects ORDER BY txid")
     return [[r["txid"] for r in rows if r["order_id"] == o.order_id] for o in orders]
@@ -108,7 +114,9 @@ async def dead_lettered(rabbitmq, event: OrderCreatedV1) -> dict:
     return letters[0].headers
 
 
-async def applied_once_each(conn: asyncpg.Connection, orders: list[OrderCreatedV1]) -> list[int]:
+async def applied_once_each(
+    conn: asyncpg.Connection, orders: list[OrderCreatedV1 | OrderConfirmedV1]
+) -> list[int]:
     """Once every order has its effect: the one transaction that wrote each."""
 
     async def all_applied() -> list[list[int]]:
@@ -198,3 +206,28 @@ async def test_an_event_twice_in_one_batch_has_one_effect(probe, rabbitmq) -> No
 
     await eventually(counted, timeout=10)
     await applied_once_each(conn, [twice])  # and still once, now that all is settled
+
+
+async def test_events_applied_alone_do_not_wait_for_a_batch_nor_share_its_transaction(
+    probe, rabbitmq
+) -> None:
+    handler, client, conn = probe
+    first = order_created(version=1)
+    handler.held = first.order_id
+    await publish_event(rabbitmq.url, first)
+    await asyncio.wait_for(handler.holding.wait(), timeout=15)
+    batched = [order_created(version=1) for _ in range(3)]
+    alone = [
+        OrderConfirmedV1(order_id=uuid4(), correlation_id=uuid4(), producer="orders")
+        for _ in range(3)
+    ]
+    for event in [*batched, *alone]:
+        await publish_event(rabbitmq.url, event)
+
+    alone_txs = await applied_once_each(conn, alone)  # while the batch is held
+    assert len(set(alone_txs)) == len(alone), "each in a transaction of its own"
+    assert await transactions(conn, batched) == [[], [], []], "the batch is still held"
+    handler.release.set()
+    batched_txs = await applied_once_each(conn, batched)
+    assert len(set(batched_txs)) == 1, "order.created still in one batch"
+    assert not set(batched_txs) & set(alone_txs)

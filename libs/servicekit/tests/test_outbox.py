@@ -14,7 +14,7 @@ from pydantic_settings import SettingsConfigDict
 from contracts import OrderConfirmedV1, OrderCreatedV2
 from servicekit.db import create_pool
 from servicekit.dependencies import PoolDep
-from servicekit.outbox import EVERY_ROW, PENDING_ROWS, SWEEP_MARGIN, add_to_outbox
+from servicekit.outbox import EVERY_ROW, PENDING_ROWS, SWEEP_MARGIN, add_to_outbox, staged
 from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
 from testkit.broker import publish_event, tap
@@ -162,6 +162,42 @@ async def test_an_event_written_by_a_handler_is_published_without_waiting_for_a_
         await publish_event(rabbitmq.url, order)
         [message] = await eventually(lambda: published, timeout=10)
     assert json.loads(message.body)["order_id"] == str(order.order_id)
+
+
+async def test_rows_staged_in_a_block_are_written_as_it_ends_and_not_if_it_fails(
+    relay_database,
+) -> None:
+    kept, dropped, at_once = order_created(), order_created(), order_created()
+    pool = await create_pool(relay_database, max_size=2)
+
+    async def written(conn, *events) -> int:
+        ids = [event.event_id for event in events]
+        return await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = ANY($1)", ids)
+
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            async with staged(conn):
+                await add_to_outbox(conn, kept)
+                async with pool.acquire() as other:  # not the staged connection: at once
+                    await add_to_outbox(other, at_once)
+                    assert await written(other, at_once) == 1
+                assert await written(conn, kept) == 0
+            assert await written(conn, kept) == 1
+        async with pool.acquire() as conn, conn.transaction():
+            with pytest.raises(RuntimeError):
+                async with staged(conn):
+                    await add_to_outbox(conn, dropped)
+                    raise RuntimeError("the batch failed")
+            assert await written(conn, dropped) == 0
+    finally:
+        await pool.close()
+    [row] = await fetch(
+        relay_database,
+        "SELECT payload::text, jsonb_typeof(payload) AS type FROM outbox WHERE event_id = $1",
+        kept.event_id,
+    )
+    assert row["type"] == "object"
+    assert OrderCreatedV2.model_validate_json(row["payload"]) == kept
 
 
 async def write_long_due(database_url: str, *events) -> None:

@@ -337,6 +337,61 @@ async def test_concurrent_requests_with_one_idempotency_key_place_one_order(
     assert (await order_of(orders, order_id))["status"] == "pending"
 
 
+async def placing_transactions(databases, customer_emails: list[str]) -> dict[str, int]:
+    """Customer email -> the id of the transaction that placed their one order."""
+    conn = await asyncpg.connect(databases.url("orders"))
+    try:
+        rows = await conn.fetch(
+            """SELECT customer_email, xmin::text::bigint AS txid FROM orders
+               WHERE customer_email = ANY($1)""",
+            customer_emails,
+        )
+    finally:
+        await conn.close()
+    assert len(rows) == len(customer_emails), "one order each"
+    return {row["customer_email"]: row["txid"] for row in rows}
+
+
+async def test_concurrent_orders_are_placed_in_shared_transactions_each_published_once(
+    orders, databases
+) -> None:
+    customers = [unique_customer() for _ in range(12)]
+    responses = await asyncio.gather(
+        *(orders.post("/orders", json={**ORDER, "customer_email": c}) for c in customers)
+    )
+    assert [r.status_code for r in responses] == [202] * len(customers)
+    transactions = await placing_transactions(databases, customers)
+    assert len(set(transactions.values())) < len(customers), "some placed together"
+    for customer, response in zip(customers, responses, strict=True):
+        assert await orders_placed_by(databases, customer) == {response.json()["order_id"]}
+
+
+async def test_an_order_the_database_refuses_fails_alone_and_the_others_are_placed(
+    orders, databases
+) -> None:
+    refused = f"mallory-{uuid.uuid4().hex[:8]}@example.com"
+    check = f"CHECK (customer_email <> '{refused}')"
+    conn = await asyncpg.connect(databases.url("orders"))
+    try:
+        await conn.execute(f"ALTER TABLE orders ADD CONSTRAINT refuses_mallory {check}")
+        customers = [unique_customer() for _ in range(5)]
+        *placed, failed = await asyncio.gather(
+            *(orders.post("/orders", json={**ORDER, "customer_email": c}) for c in customers),
+            orders.post("/orders", json={**ORDER, "customer_email": refused}),
+            return_exceptions=True,
+        )
+    finally:
+        await conn.execute("ALTER TABLE orders DROP CONSTRAINT refuses_mallory")
+        await conn.close()
+    # The in-process client raises what the app raised; over the wire it is a 500.
+    assert isinstance(failed, asyncpg.CheckViolationError), failed
+    assert [r.status_code for r in placed] == [202] * len(customers)
+    await placing_transactions(databases, customers)
+    assert await orders_placed_by(databases, refused) == set()
+    for customer, response in zip(customers, placed, strict=True):
+        assert await orders_placed_by(databases, customer) == {response.json()["order_id"]}
+
+
 async def database_with_a_key_stored_before_003(
     databases, name: str, tmp_path, *, status_code: int = 202, response: dict | None = None
 ) -> tuple[str, str, uuid.UUID]:

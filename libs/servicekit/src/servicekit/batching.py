@@ -60,6 +60,15 @@ class Batches(Generic[Item, Result]):
                 self._waiting.clear()
 
 
+async def outcome_of(applying: Awaitable[Result]) -> Result | Exception:
+    """What `applying` returns, or the exception it raises: one item's outcome, when a
+    batch falls back to applying its items one by one."""
+    try:
+        return await applying
+    except Exception as exc:  # noqa: BLE001 - returned: the item's own outcome
+        return exc
+
+
 def _settle(
     batch: Sequence[tuple[object, asyncio.Future[Result]]],
     results: Sequence[Result | BaseException],

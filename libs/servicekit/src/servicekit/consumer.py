@@ -5,7 +5,8 @@ transaction, record its event id in `processed_messages` and run the handler. Ac
 after that commit. A duplicate (the id is already recorded) is acked with no effect.
 
 With a batch size above 1, the messages the consumer holds are applied together: one
-transaction, their event ids recorded in one statement, one commit, then each is settled.
+transaction, their event ids recorded in one statement and the events they cause written to
+the outbox in another (`outbox.staged`), one commit, then each is settled.
 A message that fails in a batch is retried or dead-lettered with the same headers and
 attempt counts as without batches, and the rest commits: the batch rolls back and runs
 again without it, a savepoint per message (a batch runs without savepoints until one fails:
@@ -31,7 +32,7 @@ import collections
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,9 +46,9 @@ from pydantic import ValidationError
 from contracts import Event, routing_key, versions
 
 from . import failures, telemetry
-from .batching import Batches
+from .batching import Batches, outcome_of
 from .logs import handling
-from .outbox import tracking_writes
+from .outbox import staged, tracking_writes
 from .topology import DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -182,13 +183,6 @@ class _FailedInBatch(Exception):
         self.index, self.cause = index, cause
 
 
-async def _outcome(applying: Awaitable[bool]) -> bool | Exception:
-    try:
-        return await applying
-    except Exception as exc:  # noqa: BLE001 - returned: the message's own outcome
-        return exc
-
-
 class EventConsumer:
     """Subscribes one service to its work and retry queues and dispatches events to handlers.
 
@@ -210,12 +204,15 @@ class EventConsumer:
         max_attempts: int,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         batch_size: int = 1,
+        applied_alone: Collection[type[Event]] = (),
         readable_as: ReadableAs = versions.readable_as,
         after_commit: Callable[[], None] = lambda: None,
     ) -> None:
         """`batch_size` 1 applies each message alone, up to `prefetch` at once.
-        `after_commit` is called once a transaction that wrote outbox rows has committed
-        (the service wakes its outbox relay with it)."""
+        `applied_alone` are the events whose handlers act outside the database (an email
+        sent): each gets a transaction of its own even with batches, so a batch that fails
+        to commit never repeats them. `after_commit` is called once a transaction that
+        wrote outbox rows has committed (the service wakes its outbox relay with it)."""
         self._known = accepted_events(handlers, readable_as)
         self._after_commit = after_commit
         self.topology = ServiceTopology(service, tuple(self._known), tuple(retry_delays))
@@ -229,6 +226,7 @@ class EventConsumer:
         }
         self._running = asyncio.Semaphore(prefetch)
         self._batches = Batches(self._apply_batch, batch_size) if batch_size > 1 else None
+        self._applied_alone = frozenset(applied_alone)
         self._consuming = [queue.name for queue in self.topology.consuming_queues]
         self.stats = ConsumerStats()
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -274,7 +272,7 @@ class EventConsumer:
             return
         try:
             event = self._decode(message.raw_message.body)
-            if self._batches is None:
+            if self._batches is None or type(event) in self._applied_alone:
                 had_effect = await self._apply_alone(event)
             else:
                 had_effect = await self._batches.submit(
@@ -343,7 +341,7 @@ class EventConsumer:
             outcomes = []
             for delivery in deliveries:
                 with telemetry.attached(delivery.trace_context):
-                    outcomes.append(await _outcome(self._apply_alone(delivery.event)))
+                    outcomes.append(await outcome_of(self._apply_alone(delivery.event)))
             return outcomes
 
     async def _in_one_transaction(
@@ -367,17 +365,18 @@ class EventConsumer:
                 else:
                     events = [delivery.event for delivery in deliveries]
                     first_seen = await record_all_processed(conn, events)
-                    for index, delivery in enumerate(deliveries):
-                        try:
-                            with telemetry.attached(delivery.trace_context):
-                                handled = await self._handle(
-                                    conn, delivery.event, first_seen=first_seen[index]
-                                )
-                            results.append(handled)
-                        except OUTAGES:
-                            raise
-                        except Exception as exc:  # noqa: BLE001 - judged by the caller
-                            raise _FailedInBatch(index, exc) from exc
+                    async with staged(conn):
+                        for index, delivery in enumerate(deliveries):
+                            try:
+                                with telemetry.attached(delivery.trace_context):
+                                    handled = await self._handle(
+                                        conn, delivery.event, first_seen=first_seen[index]
+                                    )
+                                results.append(handled)
+                            except OUTAGES:
+                                raise
+                            except Exception as exc:  # noqa: BLE001 - judged by the caller
+                                raise _FailedInBatch(index, exc) from exc
         if wrote_events():
             self._after_commit()
         return results

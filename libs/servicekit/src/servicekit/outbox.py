@@ -24,12 +24,15 @@ waits at most until the next sweep.
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 from aiormq.exceptions import DeliveryError
@@ -72,20 +75,61 @@ def tracking_writes() -> Iterator[Callable[[], bool]]:
         _writes.reset(token)
 
 
+OutboxRow = tuple[UUID, str, str, str]
+"""event_id, routing_key, and the payload and headers as JSON text."""
+
+INSERT_ROWS = """
+    INSERT INTO outbox (event_id, routing_key, payload, headers)
+    SELECT event_id, routing_key, payload::jsonb, headers::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+         AS row (event_id, routing_key, payload, headers)"""
+
+
+@dataclass
+class _Staging:
+    conn: asyncpg.Connection
+    rows: list[OutboxRow] = field(default_factory=list)
+
+
+_staging: ContextVar[_Staging | None] = ContextVar("outbox_staging", default=None)
+
+
+@contextlib.asynccontextmanager
+async def staged(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Within the block, `add_to_outbox` on `conn` keeps its rows, and they are written in
+    one statement when the block ends without an error, still inside the transaction: a
+    batch of messages writes its events in one round trip, not one each."""
+    staging = _Staging(conn)
+    token = _staging.set(staging)
+    try:
+        yield
+    finally:
+        _staging.reset(token)
+    await _insert(conn, staging.rows)
+
+
 async def add_to_outbox(
     conn: asyncpg.Connection, event: Event, headers: dict[str, Any] | None = None
 ) -> None:
     """Queue `event` for publishing; call inside the transaction that changes state. The
     row keeps the current trace context, which its publish continues."""
-    await conn.execute(
-        "INSERT INTO outbox (event_id, routing_key, payload, headers) VALUES ($1, $2, $3, $4)",
+    row = (
         event.event_id,
         event.routing_key(),
-        event.model_dump(mode="json"),
-        outbox_headers(headers),
+        event.model_dump_json(),
+        json.dumps(outbox_headers(headers)),
     )
+    if (staging := _staging.get()) is not None and staging.conn is conn:
+        staging.rows.append(row)
+    else:
+        await _insert(conn, [row])
     if (wrote := _writes.get()) is not None:
         wrote[0] = True
+
+
+async def _insert(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
+    if rows:
+        await conn.execute(INSERT_ROWS, *(list(column) for column in zip(*rows, strict=True)))
 
 
 async def count_unpublished(conn: asyncpg.Connection) -> int:

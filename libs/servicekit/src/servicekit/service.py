@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,9 @@ class ServiceSpec:
     settings: ServiceSettings
     routers: Sequence[APIRouter]
     handlers: Mapping[type[Event], Handler]
+    applied_alone: Collection[type[Event]] = ()
+    """Events whose handlers act outside the database (an email sent): never batched, so a
+    batch that fails to commit does not repeat the act (`EventConsumer`)."""
     version: str = "0.1.0"
     publishes: Sequence[type[Event]] = ()
     """Every event the service writes to its outbox: documented at /asyncapi, checked
@@ -177,6 +180,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         spec.handlers,
         prefetch=settings.prefetch,
         batch_size=settings.consumer_batch_size,
+        applied_alone=spec.applied_alone,
         max_attempts=settings.max_attempts,
         retry_delays=settings.retry_delays,
         after_commit=relay.wake,

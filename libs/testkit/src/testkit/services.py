@@ -7,7 +7,7 @@ import functools
 import importlib
 import sys
 import typing
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ async def probe_service(
     migrations: Path,
     name: str = "probe",
     responders: Sequence[Responder] = (),
+    applied_alone: Collection[type[Event]] = (),
     **settings: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A service built from servicekit alone with these handlers (and responders), standing
@@ -76,7 +77,12 @@ async def probe_service(
 
     def create_app(probe_settings: ProbeSettings) -> FastAPI:
         spec = ServiceSpec(
-            name, probe_settings, routers=[], handlers=handlers, responders=responders
+            name,
+            probe_settings,
+            routers=[],
+            handlers=handlers,
+            responders=responders,
+            applied_alone=applied_alone,
         )
         return build_app(spec)
 

@@ -13,9 +13,6 @@ class EmailSettings(ServiceSettings):
     database_url: str = SERVICE_ENTRY.default_database_url
     http_port: int = SERVICE_ENTRY.default_port
 
-    # Each email is sent in its own transaction, so a failed commit can send again only
-    # that one; a batch would resend every email it had sent.
-    consumer_batch_size: int = Field(1, ge=1, le=1000)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_username: str | None = None

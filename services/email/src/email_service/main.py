@@ -11,7 +11,7 @@ from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
 from .adapters.smtp import SmtpSender
 from .config import EmailSettings
-from .entrypoints.amqp import event_handlers
+from .entrypoints.amqp import SENDING_EMAIL, event_handlers
 from .entrypoints.http import router
 from .handlers import SERVICE
 
@@ -34,6 +34,7 @@ def create_app(
             settings=settings,
             routers=[router],
             handlers=event_handlers(sender),
+            applied_alone=SENDING_EMAIL,
             publishes=[OrderConfirmationSentV1],
             circuits=[smtp_circuit],
             on_stop=[sender.close],

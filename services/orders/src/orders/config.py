@@ -20,6 +20,13 @@ class OrdersSettings(ServiceSettings):
         description="Versions of order.created to publish, e.g. [1, 2] while some consumers "
         "only read v1; every version carries the same event id.",
     )
+    placing_batch_size: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Concurrent POST /orders placed in one transaction at most, each answered "
+        "after its commit; 1 places each alone.",
+    )
     availability_timeout: float = Field(
         2.0, gt=0, description="Seconds GET /availability waits for inventory before a 504."
     )

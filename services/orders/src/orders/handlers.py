@@ -6,8 +6,9 @@ what they did; orders decides what that means for the order and announces each c
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -32,8 +33,10 @@ from contracts import (
     StockReservedV1,
 )
 from contracts.versions import as_version
+from servicekit import telemetry
+from servicekit.batching import Batches, outcome_of
 from servicekit.consumer import PermanentFailure
-from servicekit.outbox import add_to_outbox
+from servicekit.outbox import add_to_outbox, staged
 
 from .adapters import repository
 from .domain.order import (
@@ -86,64 +89,133 @@ class CancellationRefused(Exception):
     pass
 
 
-async def place_order(
-    pool: asyncpg.Pool,
-    order: NewOrder,
-    *,
-    versions: Sequence[int],
-    correlation_id: UUID | None = None,
-    idempotency: IdempotencyKey | None = None,
-) -> PlacedOrder:
-    """Store a pending order, its `order.created` event (in each of `versions`) and its
-    idempotency key in one transaction; or, for a key used before, the order that first
-    request placed."""
-    try:
-        return await _place_once(pool, order, versions, correlation_id, idempotency)
-    except asyncpg.UniqueViolationError as exc:
-        if idempotency is None or exc.constraint_name != "idempotency_keys_pkey":
-            raise
-        # A concurrent request with the same key committed first: answer as it did.
-        return await _place_once(pool, order, versions, correlation_id, idempotency)
+@dataclass(frozen=True)
+class Placement:
+    """What one request asks to place, with the trace it came in."""
+
+    order: NewOrder
+    trace_context: Any
+    correlation_id: UUID | None = None
+    idempotency: IdempotencyKey | None = None
 
 
-async def _place_once(
-    pool: asyncpg.Pool,
-    order: NewOrder,
-    versions: Sequence[int],
-    correlation_id: UUID | None,
-    idempotency: IdempotencyKey | None,
-) -> PlacedOrder:
-    async with pool.acquire() as conn, conn.transaction():
-        if idempotency is not None:
-            earlier = await repository.find_idempotency_key(conn, idempotency.key)
-            if earlier is not None:
-                if earlier["request_hash"] != idempotency.request_hash:
-                    raise IdempotencyKeyReused(
+class OrderPlacing:
+    """Places the orders that concurrent requests ask for together: one transaction, a
+    statement per table for the whole batch, one commit. Each request still gets its own
+    answer, only after that commit. A batch that fails (a key another replica inserted
+    meanwhile, a lost connection) places nothing, and each of its orders is placed alone,
+    so no request fails for another's."""
+
+    def __init__(
+        self, pool: Callable[[], asyncpg.Pool], *, versions: Sequence[int], batch_size: int
+    ) -> None:
+        """`versions`: the versions of `order.created` each order is published in."""
+        self._pool = pool
+        self._versions = versions
+        self._batches = Batches(self._place_batch, batch_size)
+
+    async def place(self, placement: Placement) -> PlacedOrder:
+        """Store a pending order, its `order.created` event (in each of the versions) and
+        its idempotency key; or, for a key used before, answer with the order that first
+        request placed. Raises IdempotencyKeyReused for that key with another body."""
+        return await self._batches.submit(placement)
+
+    async def _place_batch(
+        self, placements: Sequence[Placement]
+    ) -> list[PlacedOrder | IdempotencyKeyReused]:
+        if len(placements) > 1:
+            try:
+                async with self._pool().acquire() as conn, conn.transaction():
+                    outcomes = await _place_in(conn, placements, self._versions)
+            except Exception as exc:  # noqa: BLE001 - nothing committed: each alone
+                log.debug(
+                    "a batch of %d orders failed (%r); placing each alone", len(placements), exc
+                )
+            else:
+                _log_placed(placements, outcomes)
+                return outcomes
+        return [await outcome_of(self._place_alone(placement)) for placement in placements]
+
+    async def _place_alone(self, placement: Placement) -> PlacedOrder | IdempotencyKeyReused:
+        try:
+            return await self._place_once(placement)
+        except asyncpg.UniqueViolationError as exc:
+            if placement.idempotency is None or exc.constraint_name != "idempotency_keys_pkey":
+                raise
+            # A concurrent request with the same key committed first: answer as it did.
+            return await self._place_once(placement)
+
+    async def _place_once(self, placement: Placement) -> PlacedOrder | IdempotencyKeyReused:
+        async with self._pool().acquire() as conn, conn.transaction():
+            outcomes = await _place_in(conn, [placement], self._versions)
+        _log_placed([placement], outcomes)
+        return outcomes[0]
+
+
+async def _place_in(
+    conn: asyncpg.Connection, placements: Sequence[Placement], versions: Sequence[int]
+) -> list[PlacedOrder | IdempotencyKeyReused]:
+    """Place each order on `conn`, in the caller's transaction, with one statement per
+    table; a key used before (or earlier in `placements`) answers as it first did."""
+    keys = {p.idempotency.key for p in placements if p.idempotency is not None}
+    earlier = await repository.find_idempotency_keys(conn, keys) if keys else {}
+    outcomes: list[PlacedOrder | IdempotencyKeyReused] = []
+    created: list[tuple[OrderCreatedV2, Placement]] = []
+    for placement in placements:
+        key = placement.idempotency
+        if key is not None and (first := earlier.get(key.key)) is not None:
+            request_hash, order_id, status = first
+            if request_hash != key.request_hash:
+                outcomes.append(
+                    IdempotencyKeyReused(
                         "this Idempotency-Key was already used for a different request body"
                     )
-                return PlacedOrder(
-                    earlier["order_id"], OrderStatus(earlier["status"]), replayed=True
                 )
+            else:
+                outcomes.append(PlacedOrder(order_id, OrderStatus(status), replayed=True))
+            continue
+        order = placement.order
         event = OrderCreatedV2(
             order_id=uuid4(),
             customer=order.customer,
             lines=tuple(order.lines),
             total=order.total,
             shipping_address=order.shipping_address,
-            correlation_id=correlation_id or uuid4(),
+            correlation_id=placement.correlation_id or uuid4(),
             producer=SERVICE,
         )
-        await repository.insert_order(conn, event)
-        await repository.append_history(conn, event.order_id, event, OrderStatus.PENDING)
-        for version in versions:
-            await add_to_outbox(conn, as_version(event, version))
-        placed = PlacedOrder(event.order_id, OrderStatus.PENDING, replayed=False)
-        if idempotency is not None:
-            await repository.insert_idempotency_key(
-                conn, idempotency.key, idempotency.request_hash, placed.order_id, placed.status
-            )
-    log.info("order %s placed; event %s in the outbox", event.order_id, event.event_id)
-    return placed
+        created.append((event, placement))
+        if key is not None:
+            earlier[key.key] = (key.request_hash, event.order_id, OrderStatus.PENDING.value)
+        outcomes.append(PlacedOrder(event.order_id, OrderStatus.PENDING, replayed=False))
+    if created:
+        events = [event for event, _ in created]
+        await repository.insert_orders(conn, events)
+        await repository.append_histories(
+            conn, [(e.order_id, e, OrderStatus.PENDING) for e in events]
+        )
+        async with staged(conn):
+            for event, placement in created:
+                with telemetry.attached(placement.trace_context):
+                    for version in versions:
+                        await add_to_outbox(conn, as_version(event, version))
+        if keys_used := [
+            (p.idempotency.key, p.idempotency.request_hash, e.order_id, OrderStatus.PENDING)
+            for e, p in created
+            if p.idempotency is not None
+        ]:
+            await repository.insert_idempotency_keys(conn, keys_used)
+    return outcomes
+
+
+def _log_placed(
+    placements: Sequence[Placement], outcomes: Sequence[PlacedOrder | IdempotencyKeyReused]
+) -> None:
+    """Once committed: a line for each order placed, in its request's trace."""
+    for placement, placed in zip(placements, outcomes, strict=True):
+        if isinstance(placed, PlacedOrder) and not placed.replayed:
+            with telemetry.attached(placement.trace_context):
+                log.info("order %s placed; order.created in the outbox", placed.order_id)
 
 
 async def cancel_order(pool: asyncpg.Pool, order_id: UUID, reason: str) -> None:

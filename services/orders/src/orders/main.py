@@ -18,7 +18,7 @@ from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 from .config import OrdersSettings
 from .entrypoints.amqp import EVENT_HANDLERS
 from .entrypoints.http import router
-from .handlers import SERVICE
+from .handlers import SERVICE, OrderPlacing
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -26,10 +26,11 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 def create_app(
     settings: OrdersSettings | None = None, *, consumer_factory: ConsumerFactory = EventConsumer
 ) -> FastAPI:
-    return build_app(
+    settings = settings or OrdersSettings()
+    app = build_app(
         ServiceSpec(
             name=SERVICE,
-            settings=settings or OrdersSettings(),
+            settings=settings,
             routers=[router],
             handlers=EVENT_HANDLERS,
             publishes=[
@@ -43,3 +44,9 @@ def create_app(
         ),
         consumer_factory=consumer_factory,
     )
+    app.state.placing = OrderPlacing(
+        lambda: app.state.runtime.pool,
+        versions=settings.order_created_versions,
+        batch_size=settings.placing_batch_size,
+    )
+    return app

@@ -33,6 +33,17 @@ def event_handlers(sender: Sender) -> Mapping[type[Event], Handler]:
     }
 
 
+SENDING_EMAIL: tuple[type[Event], ...] = (
+    OrderConfirmedV1,
+    OrderRejectedV1,
+    OrderShippedV1,
+    OrderCancelledV1,
+)
+"""The events whose handlers send an email inside their transaction: each is applied in a
+transaction of its own, so a commit that fails can send again only that one email. The
+rest (order.created) are applied in batches."""
+
+
 _IDS = ("event_id", "correlation_id", "order_id")
 
 FIELDS_READ: Mapping[type[Event], tuple[str, ...]] = {

@@ -1,5 +1,6 @@
 """Orders, their history and idempotency keys in PostgreSQL."""
 
+from collections.abc import Collection, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -10,21 +11,27 @@ from contracts import Event, OrderCreatedV2
 from ..domain.order import OrderStatus
 
 
-async def insert_order(conn: asyncpg.Connection, event: OrderCreatedV2) -> None:
-    await conn.execute(
+async def insert_orders(conn: asyncpg.Connection, events: Sequence[OrderCreatedV2]) -> None:
+    """One pending order per event, in one round trip."""
+    await conn.executemany(
         """INSERT INTO orders (order_id, customer_name, customer_email, lines, total, currency,
                                shipping_address, status, correlation_id, created_at, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)""",
-        event.order_id,
-        event.customer.name,
-        event.customer.email,
-        [line.model_dump(mode="json") for line in event.lines],
-        event.total.amount,
-        event.total.currency,
-        event.shipping_address.model_dump(mode="json"),
-        OrderStatus.PENDING.value,
-        event.correlation_id,
-        event.occurred_at,
+        [
+            (
+                event.order_id,
+                event.customer.name,
+                event.customer.email,
+                [line.model_dump(mode="json") for line in event.lines],
+                event.total.amount,
+                event.total.currency,
+                event.shipping_address.model_dump(mode="json"),
+                OrderStatus.PENDING.value,
+                event.correlation_id,
+                event.occurred_at,
+            )
+            for event in events
+        ],
     )
 
 
@@ -54,6 +61,10 @@ async def set_status(
     )
 
 
+HistoryEntry = tuple[UUID, Event, OrderStatus | None]
+"""The order, the event about it, and the status it left the order in (None: unchanged)."""
+
+
 async def append_history(
     conn: asyncpg.Connection,
     order_id: UUID,
@@ -61,17 +72,30 @@ async def append_history(
     status_after: OrderStatus | None,
     note: str | None = None,
 ) -> None:
-    await conn.execute(
+    await append_histories(conn, [(order_id, event, status_after)], note)
+
+
+async def append_histories(
+    conn: asyncpg.Connection, entries: Sequence[HistoryEntry], note: str | None = None
+) -> None:
+    """Each entry in the orders' histories, in one round trip; an event already there is
+    not added again."""
+    await conn.executemany(
         """INSERT INTO order_history
                (event_id, order_id, event_type, producer, occurred_at, status_after, note)
            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING""",
-        event.event_id,
-        order_id,
-        event.routing_key(),
-        event.producer,
-        event.occurred_at,
-        status_after and status_after.value,
-        note,
+        [
+            (
+                event.event_id,
+                order_id,
+                event.routing_key(),
+                event.producer,
+                event.occurred_at,
+                status_after and status_after.value,
+                note,
+            )
+            for order_id, event, status_after in entries
+        ],
     )
 
 
@@ -120,26 +144,27 @@ async def audit_orders(conn: asyncpg.Connection, order_id: UUID | None) -> list[
     )
 
 
-async def find_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
-    """The request fingerprint a key was first used with, and the order that request placed
-    (`order_id`, and the `status` placing it left the order in)."""
-    return await conn.fetchrow(
-        "SELECT request_hash, order_id, status FROM idempotency_keys WHERE key = $1", key
+async def find_idempotency_keys(
+    conn: asyncpg.Connection, keys: Collection[str]
+) -> dict[str, tuple[str, UUID, str]]:
+    """Each of `keys` used before: the request fingerprint it was first used with, and the
+    order that request placed (its id, and the status placing it left the order in)."""
+    rows = await conn.fetch(
+        "SELECT key, request_hash, order_id, status FROM idempotency_keys WHERE key = ANY($1)",
+        list(keys),
     )
+    return {row["key"]: (row["request_hash"], row["order_id"], row["status"]) for row in rows}
 
 
-async def insert_idempotency_key(
-    conn: asyncpg.Connection,
-    key: str,
-    request_hash: str,
-    order_id: UUID,
-    status: OrderStatus,
+async def insert_idempotency_keys(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str, UUID, OrderStatus]]
 ) -> None:
-    await conn.execute(
+    """(key, request fingerprint, order id, status) for each key, in one round trip."""
+    await conn.executemany(
         """INSERT INTO idempotency_keys (key, request_hash, order_id, status)
            VALUES ($1, $2, $3, $4)""",
-        key,
-        request_hash,
-        order_id,
-        status.value,
+        [
+            (key, request_hash, order_id, status.value)
+            for key, request_hash, order_id, status in keys
+        ],
     )

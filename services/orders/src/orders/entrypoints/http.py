@@ -4,7 +4,17 @@ import hashlib
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from pydantic import BaseModel, EmailStr, Field
 
 from contracts import (
@@ -20,13 +30,20 @@ from contracts.audit import OrderAudit, OrdersAudit
 from contracts.common import CurrencyCode, Money, Sku
 from servicekit.dependencies import PoolDep, RuntimeDep
 from servicekit.rpc import NoReply, ask
-from servicekit.telemetry import tag_order
+from servicekit.telemetry import current_context, tag_order
 
 from .. import handlers
 from ..adapters import repository
 from ..domain.order import order_total
 
 router = APIRouter(tags=["orders"])
+
+
+async def get_placing(request: Request) -> handlers.OrderPlacing:
+    return request.app.state.placing
+
+
+PlacingDep = Annotated[handlers.OrderPlacing, Depends(get_placing)]
 
 
 class OrderItem(BaseModel):
@@ -95,7 +112,7 @@ IdempotencyKeyHeader = Annotated[
 )
 async def place_order(
     body: PlaceOrderRequest,
-    runtime: RuntimeDep,
+    placing: PlacingDep,
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
     correlation_id: Annotated[UUID | None, Header(alias="X-Correlation-ID")] = None,
@@ -103,14 +120,15 @@ async def place_order(
     """Accept an order; inventory, email and shipping react to its `order.created` event.
     A retry with the same Idempotency-Key and body gets the first answer again."""
     try:
-        placed = await handlers.place_order(
-            runtime.pool,
-            body.as_new_order(),
-            versions=runtime.settings.order_created_versions,
-            correlation_id=correlation_id,
-            idempotency=handlers.IdempotencyKey(idempotency_key, body.fingerprint())
-            if idempotency_key
-            else None,
+        placed = await placing.place(
+            handlers.Placement(
+                body.as_new_order(),
+                correlation_id=correlation_id,
+                idempotency=handlers.IdempotencyKey(idempotency_key, body.fingerprint())
+                if idempotency_key
+                else None,
+                trace_context=current_context(),
+            )
         )
     except handlers.IdempotencyKeyReused as exc:
         raise HTTPException(
