@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -19,12 +20,14 @@ import pytest
 from bench import cpu, report
 from bench.cli import columns
 from bench.load import Load, Outcome
-from bench.observe import COMPLETED, MILESTONES, Tap
+from bench.observe import COMPLETED, EMAILED, MILESTONES, Appended, Tap
 from bench.run import Options, run
 from bench.servers import HISTORY_ROWS_PER_ORDER, Servers, drop_databases, lsn_bytes, write_history
 from devstack import ROOT, StackConfig
+from email_service.domain.emails import CustomerOrder, order_confirmation
 from servicekit.db import ensure_database, migrate
 from servicekit.registry import SERVICE_NAMES, SERVICES
+from testkit.events import order_created
 from testkit.servers import Infrastructure
 
 
@@ -170,18 +173,42 @@ async def test_the_closed_loop_keeps_concurrency_requests_in_flight() -> None:
     assert len(load.accepted) == 45
 
 
+def confirmation_mail(order) -> bytes:
+    """The confirmation of `order` as the SMTP sink keeps it: the subject the email
+    service composes, in an mbox entry."""
+    email = order_confirmation(CustomerOrder.from_event(order), cause=uuid.uuid4())
+    return f"From MAILER-DAEMON\nSubject: {email.subject}\n\n{email.body}\n".encode()
+
+
 def test_the_tap_times_each_step_once_by_order() -> None:
-    tap = Tap()
-    for step in COMPLETED[:-1]:
-        tap.record(MILESTONES[step][0], json.dumps({"order_id": "a"}).encode(), at=1.0)
-    tap.record("order.created.v2", b'{"order_id": "a"}', at=2.0)  # not a step: ignored
-    assert tap.reached("a", COMPLETED) is None
-    tap.record(MILESTONES[COMPLETED[-1]][0], b'{"order_id": "a"}', at=3.0)
-    tap.record(MILESTONES[COMPLETED[-1]][0], b'{"order_id": "a"}', at=4.0)
-    assert tap.reached("a", COMPLETED) == 3.0
+    tap, order = Tap(), order_created()
+    a = str(order.order_id)
+    for step in ("confirmed", "reserved"):
+        tap.record(MILESTONES[step][0], json.dumps({"order_id": a}).encode(), at=1.0)
+    tap.record("order.created.v2", json.dumps({"order_id": a}).encode(), at=2.0)  # no step
+    assert tap.reached(a, COMPLETED) is None
+    tap.record_mail(confirmation_mail(order), at=3.0)
+    tap.record_mail(confirmation_mail(order), at=4.0)
+    assert tap.reached(a, COMPLETED) == 3.0
     assert tap.redelivered == 1
     tap.record(MILESTONES["rejected"][0], b'{"order_id": "b"}', at=5.0)
     assert tap.settled("b", COMPLETED) and not tap.settled("c", COMPLETED)
+
+
+def test_the_mailbox_is_read_a_whole_line_at_a_time(tmp_path: Path) -> None:
+    mbox, tap, order = tmp_path / "mail.mbox", Tap(), order_created()
+    appended = Appended(mbox)
+    assert appended.lines() == b""  # no mail yet
+    mail = confirmation_mail(order)
+    cut = mail.index(b"confirmed: ") + 20  # in the middle of the order id
+    mbox.write_bytes(mail[:cut])
+    tap.record_mail(appended.lines(), at=1.0)
+    assert tap.seen[EMAILED] == {}
+    with mbox.open("ab") as appending:
+        appending.write(mail[cut:])
+    tap.record_mail(appended.lines(), at=2.0)
+    assert tap.seen[EMAILED] == {str(order.order_id): 2.0}
+    assert appended.lines() == b""
 
 
 def test_another_tree_runs_its_own_interpreter(tmp_path: Path) -> None:

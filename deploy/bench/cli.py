@@ -81,8 +81,8 @@ def parser() -> argparse.ArgumentParser:
         "--through",
         choices=sorted(THROUGH),
         default=Options.through,
-        help="completed: confirmed, reserved, confirmation emailed, shipment prepared; "
-        "shipped: confirmed, reserved, shipment prepared and shipped",
+        help="completed: confirmed, reserved and confirmation emailed; "
+        "shipped: confirmed, reserved and shipped",
     )
     groups["load"].add_argument(
         "--idempotency-keys", action="store_true", help="send an Idempotency-Key on every POST"

@@ -223,12 +223,14 @@ async def _measure(
         else:
             placing = load.closed_loop(send, orders=options.orders, concurrency=options.concurrency)
         reporter = asyncio.create_task(_report_progress(progress, load, tap, options, steps))
+        mail_watch = asyncio.create_task(tap.watch_mailbox(stack.config.mbox))
         try:
             await placing
             await _settle(load, tap, steps, options.stall_timeout)
             depths = await _drain(QueueProbe(broker))
         finally:
             reporter.cancel()
+            mail_watch.cancel()
         end, finished = await meter.read(), load.clock()
         cpu_before, cpu_after = meter.spent(start, end)
         memory_after = _memory(stack)

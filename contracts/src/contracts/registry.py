@@ -1,4 +1,8 @@
-"""Every published event class, found by routing key, and the request-reply messages."""
+"""Every event class ever published, found by routing key, and the request-reply messages.
+
+Retired events stay (`ShipmentCreatedV1`, `OrderConfirmationSentV1`): their schemas are still
+checked, and each service unbinds every known event it does not read.
+"""
 
 from pydantic import BaseModel
 

@@ -8,7 +8,12 @@ from .envelope import Event
 
 
 class ShipmentCreatedV1(Event):
-    """A shipment was prepared for the order's address; it waits for the order's stock."""
+    """A shipment was prepared for the order's address; it waits for the order's stock.
+
+    Retired: no release publishes it any more. Only the orders service read it, to add a
+    line to the order's history, and that line cost a whole event round per order (outbox
+    row, publish, delivery, processed record); the shipping service's own API (`GET /shipments`)
+    tells what is prepared. Kept so that a consumer still reading it during a rollout decodes it."""
 
     event_type: Literal["shipment.created"] = "shipment.created"
     schema_version: Literal[1] = 1

@@ -7,14 +7,13 @@ import pytest
 from contracts import (
     Event,
     OrderCancelledV1,
-    OrderConfirmationSentV1,
     OrderConfirmedV1,
     OrderRejectedV1,
     OrderShippedV1,
 )
 from email_service.config import EmailSettings
 from email_service.main import MIGRATIONS, create_app
-from testkit.broker import about_order, publish_event, tap
+from testkit.broker import publish_event
 from testkit.events import order_created
 from testkit.polling import eventually
 from testkit.probes import consumer_saw_duplicates, fetch, handled, published_about
@@ -105,15 +104,11 @@ async def test_a_confirmation_is_sent_once_over_smtp_from_what_order_created_sai
     order = order_created(LINES, customer_name="Grace Hopper", version=version)
     await known_order(databases, rabbitmq, order)
     confirmed = from_orders(OrderConfirmedV1, order)
-    async with tap(rabbitmq.url, "order_confirmation.sent.v1") as published:
-        for _ in range(2):  # the second copy is a redelivery: no second email
-            await publish_event(rabbitmq.url, confirmed)
-        [sent] = await eventually(
-            lambda: mails(smtp_sink, order.order_id, "Your order is confirmed")
-        )
-        stats = await eventually(lambda: consumer_saw_duplicates(email, 1))
-        assert (stats["processed"], stats["retried"], stats["dead_lettered"]) == (2, 0, 0)
-        [message] = await eventually(lambda: about_order(published, order.order_id))
+    for _ in range(2):  # the second copy is a redelivery: no second email
+        await publish_event(rabbitmq.url, confirmed)
+    [sent] = await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is confirmed"))
+    stats = await eventually(lambda: consumer_saw_duplicates(email, 1))
+    assert (stats["processed"], stats["retried"], stats["dead_lettered"]) == (2, 0, 0)
     assert sent["To"] == "ada@example.com"
     assert str(order.order_id) in sent["Subject"]
     assert sent.get_content().startswith(greeting)
@@ -127,14 +122,8 @@ async def test_a_confirmation_is_sent_once_over_smtp_from_what_order_created_sai
         "sent",
     )
     assert record["sent_at"]
-    event = OrderConfirmationSentV1.model_validate_json(message.body)
-    assert (event.order_id, str(event.email_id), event.causation_id) == (
-        order.order_id,
-        record["email_id"],
-        confirmed.event_id,
-    )
-    assert event.recipient == "ada@example.com"
-    assert sent["Message-ID"] == f"<{event.email_id}@orderflow>"
+    assert await published_about(databases.url("email"), order.order_id) == []
+    assert sent["Message-ID"] == f"<{record['email_id']}@orderflow>"
 
 
 @pytest.mark.parametrize(
@@ -212,9 +201,6 @@ async def test_a_confirmation_before_its_order_is_retried_until_the_order_arrive
     await publish_event(rabbitmq.url, order)
     [sent] = await eventually(lambda: mails(smtp_sink, order.order_id, "Your order is confirmed"))
     assert "Analytical engine" in sent.get_content()
-    assert await published_about(databases.url("email"), order.order_id) == [
-        "order_confirmation.sent.v1"
-    ]
     stats = (await email.get("/health/ready")).json()["messages"]
     assert stats["dead_lettered"] == 0
 
@@ -232,21 +218,25 @@ async def test_the_audit_reads_the_kinds_of_email_sent_about_many_orders_at_once
     assert response.json() == {"emails": {asked[0]: ["order_cancellation"], asked[1]: []}}
 
 
-async def test_the_audit_counts_the_events_waiting_in_the_outbox(
-    email, rabbitmq, databases, smtp_sink
-) -> None:
-    """No queue in this module is bound to `order_confirmation.sent.v1`: the broker returns
-    each one, so it waits in the outbox."""
-    order = await known_order(databases, rabbitmq, order_created(LINES))
-    await publish_event(rabbitmq.url, from_orders(OrderConfirmedV1, order))
-    await eventually(lambda: published_about(databases.url("email"), order.order_id))
+async def test_the_audit_counts_the_events_waiting_in_the_outbox(email, databases) -> None:
+    """Email publishes nothing of its own: a row another writer left, for a routing key no
+    queue in this module is bound to, waits in the outbox and is counted."""
+    await fetch(
+        databases.url("email"),
+        """INSERT INTO outbox (event_id, routing_key, payload)
+           VALUES ($1, 'nobody.listens.v1', '{}')""",
+        uuid.uuid4(),
+    )
 
     async def counted_as_the_outbox_holds() -> bool:
-        [row] = await fetch(
+        [pending] = await fetch(
             databases.url("email"), "SELECT count(*) FROM outbox WHERE published_at IS NULL"
         )
         answer = (await email.get("/audit/outbox")).json()
-        return row["count"] >= 1 and answer == {"service": "email", "unpublished": row["count"]}
+        return pending["count"] >= 1 and answer == {
+            "service": "email",
+            "unpublished": pending["count"],
+        }
 
     await eventually(counted_as_the_outbox_holds)
 

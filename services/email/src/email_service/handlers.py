@@ -1,9 +1,9 @@
 """Email use cases, called by the AMQP and HTTP entrypoints.
 
-Each email goes out inside the consumer's transaction, after its record (and event) are
-written: if sending fails, nothing is recorded and the event is retried. The one window for
-a second copy is a failed commit (or a crash) after a successful send, and the resend
-carries the same Message-ID.
+Each email goes out inside the consumer's transaction, after its record is written: if
+sending fails, nothing is recorded and the event is retried. The one window for a second
+copy is a failed commit (or a crash) after a successful send, and the resend carries the
+same Message-ID. The email service publishes no event: what it sent is in its own API.
 """
 
 import logging
@@ -14,14 +14,12 @@ import asyncpg
 
 from contracts import (
     OrderCancelledV1,
-    OrderConfirmationSentV1,
     OrderConfirmedV1,
     OrderCreatedV2,
     OrderRejectedV1,
     OrderShippedV1,
 )
 from servicekit.consumer import OutOfOrder
-from servicekit.outbox import add_to_outbox
 
 from .adapters import repository
 from .domain.emails import (
@@ -52,20 +50,8 @@ async def remember_order(conn: asyncpg.Connection, event: OrderCreatedV2) -> Non
 async def send_confirmation(
     conn: asyncpg.Connection, event: OrderConfirmedV1, sender: Sender
 ) -> None:
-    email = await _record(conn, event, lambda order: order_confirmation(order, event.event_id))
-    if email is None:
-        return
-    await add_to_outbox(
-        conn,
-        OrderConfirmationSentV1.caused_by(
-            event,
-            producer=SERVICE,
-            order_id=event.order_id,
-            email_id=email.email_id,
-            recipient=email.recipient,
-        ),
-    )
-    await _send(sender, email)
+    if email := await _record(conn, event, lambda order: order_confirmation(order, event.event_id)):
+        await _send(sender, email)
 
 
 async def send_rejection(conn: asyncpg.Connection, event: OrderRejectedV1, sender: Sender) -> None:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts import OrderConfirmationSentV1
 from servicekit.breaker import CircuitBreaker
 from servicekit.consumer import EventConsumer
 from servicekit.service import ConsumerFactory, ServiceSpec, build_app
@@ -35,7 +34,6 @@ def create_app(
             routers=[router],
             handlers=event_handlers(sender),
             applied_alone=SENDING_EMAIL,
-            publishes=[OrderConfirmationSentV1],
             circuits=[smtp_circuit],
             on_stop=[sender.close],
         ),

@@ -18,14 +18,12 @@ from contracts import (
     Event,
     MoneyV2,
     OrderCancelledV1,
-    OrderConfirmationSentV1,
     OrderConfirmedV1,
     OrderCreatedV2,
     OrderLineV2,
     OrderRejectedV1,
     OrderShippedV1,
     ShipmentCancelledV1,
-    ShipmentCreatedV1,
     ShipmentDispatchedV1,
     ShippingAddress,
     StockRejectedV1,
@@ -282,7 +280,7 @@ async def ship_order(conn: asyncpg.Connection, event: ShipmentDispatchedV1) -> N
 
 async def record_in_history(
     conn: asyncpg.Connection,
-    event: StockReleasedV1 | ShipmentCreatedV1 | ShipmentCancelledV1 | OrderConfirmationSentV1,
+    event: StockReleasedV1 | ShipmentCancelledV1,
 ) -> None:
     """An event that moves no order, only recorded in its history."""
     current = await _status_of(conn, event.order_id)

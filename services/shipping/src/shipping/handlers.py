@@ -13,7 +13,6 @@ from contracts import (
     OrderCreatedV2,
     OrderRejectedV1,
     ShipmentCancelledV1,
-    ShipmentCreatedV1,
     ShipmentDispatchedV1,
 )
 from servicekit import telemetry
@@ -45,16 +44,6 @@ class DispatchRefused(Exception):
 async def create_shipment(conn: asyncpg.Connection, event: OrderCreatedV2) -> None:
     shipment = prepare_shipment(event)
     await repository.insert_shipment(conn, shipment)
-    await add_to_outbox(
-        conn,
-        ShipmentCreatedV1.caused_by(
-            event,
-            producer=SERVICE,
-            shipment_id=shipment.shipment_id,
-            order_id=shipment.order_id,
-            shipping_address=shipment.shipping_address,
-        ),
-    )
     log.info("order %s: shipment %s created", event.order_id, shipment.shipment_id)
 
 

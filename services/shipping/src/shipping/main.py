@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts import ShipmentCancelledV1, ShipmentCreatedV1, ShipmentDispatchedV1
+from contracts import ShipmentCancelledV1, ShipmentDispatchedV1
 from servicekit.consumer import EventConsumer
 from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
@@ -28,7 +28,7 @@ def create_app(
             settings=settings,
             routers=[router],
             handlers=event_handlers(settings),
-            publishes=[ShipmentCreatedV1, ShipmentDispatchedV1, ShipmentCancelledV1],
+            publishes=[ShipmentDispatchedV1, ShipmentCancelledV1],
             workers=[partial(run_dispatcher, interval=settings.dispatch_poll_interval)],
         ),
         consumer_factory=consumer_factory,

@@ -4,9 +4,7 @@ from collections.abc import Mapping
 
 from contracts import (
     Event,
-    OrderConfirmationSentV1,
     ShipmentCancelledV1,
-    ShipmentCreatedV1,
     ShipmentDispatchedV1,
     StockRejectedV1,
     StockReleasedV1,
@@ -20,10 +18,8 @@ EVENT_HANDLERS: Mapping[type[Event], Handler] = {
     StockReservedV1: confirm_order,
     StockRejectedV1: reject_order,
     StockReleasedV1: record_in_history,
-    ShipmentCreatedV1: record_in_history,
     ShipmentDispatchedV1: ship_order,
     ShipmentCancelledV1: record_in_history,
-    OrderConfirmationSentV1: record_in_history,
 }
 
 _ENVELOPE = ("event_id", "event_type", "producer", "occurred_at", "correlation_id")
@@ -39,9 +35,7 @@ FIELDS_READ: Mapping[type[Event], tuple[str, ...]] = {
         "rejected_lines[].reason",
     ),
     StockReleasedV1: (*_ENVELOPE, "order_id"),
-    ShipmentCreatedV1: (*_ENVELOPE, "order_id"),
     ShipmentDispatchedV1: (*_ENVELOPE, "order_id", "shipment_id", "tracking_number"),
     ShipmentCancelledV1: (*_ENVELOPE, "order_id"),
-    OrderConfirmationSentV1: (*_ENVELOPE, "order_id"),
 }
 """Consumer-driven contract: the fields the handlers above read from each event."""
