@@ -364,6 +364,19 @@ async def test_concurrent_orders_are_placed_in_shared_transactions_each_publishe
         assert await orders_placed_by(databases, customer) == {response.json()["order_id"]}
 
 
+async def test_with_a_placing_batch_of_one_each_order_has_a_transaction_of_its_own(
+    rabbitmq, databases
+) -> None:
+    customers = [unique_customer() for _ in range(6)]
+    async with running_orders(rabbitmq, databases, placing_batch_size=1) as client:
+        responses = await asyncio.gather(
+            *(client.post("/orders", json={**ORDER, "customer_email": c}) for c in customers)
+        )
+    assert [r.status_code for r in responses] == [202] * len(customers)
+    transactions = await placing_transactions(databases, customers)
+    assert len(set(transactions.values())) == len(customers)
+
+
 async def test_an_order_the_database_refuses_fails_alone_and_the_others_are_placed(
     orders, databases
 ) -> None:

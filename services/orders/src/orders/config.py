@@ -25,7 +25,7 @@ class OrdersSettings(ServiceSettings):
         ge=1,
         le=1000,
         description="Concurrent POST /orders placed in one transaction at most, each answered "
-        "after its commit; 1 places each alone.",
+        "after its commit; 1 places each in a transaction of its own, concurrently.",
     )
     availability_timeout: float = Field(
         2.0, gt=0, description="Seconds GET /availability waits for inventory before a 504."

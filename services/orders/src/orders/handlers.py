@@ -110,12 +110,17 @@ class OrderPlacing:
         """`versions`: the versions of `order.created` each order is published in."""
         self._pool = pool
         self._versions = versions
-        self._batches = Batches(self._place_batch, batch_size)
+        self._batches = Batches(self._place_batch, batch_size) if batch_size > 1 else None
 
     async def place(self, placement: Placement) -> PlacedOrder:
         """Store a pending order, its `order.created` event (in each of the versions) and
         its idempotency key; or, for a key used before, answer with the order that first
         request placed. Raises IdempotencyKeyReused for that key with another body."""
+        if self._batches is None:
+            placed = await self._place_alone(placement)
+            if isinstance(placed, IdempotencyKeyReused):
+                raise placed
+            return placed
         return await self._batches.submit(placement)
 
     async def _place_batch(
