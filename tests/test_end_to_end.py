@@ -9,7 +9,7 @@ import pytest
 from testkit.broker import peek_queue, publish_raw
 from testkit.events import order_created
 from testkit.polling import eventually
-from testkit.probes import consumer_saw_duplicates
+from testkit.probes import consumer_saw_duplicates, consumer_stats
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -78,7 +78,7 @@ async def test_a_duplicated_order_created_has_one_effect_everywhere(system) -> N
     finally:
         await conn.close()
     services = ("email", "inventory", "shipping")
-    before_copies = {s: await consumer_stats(system, s) for s in services}
+    before_copies = {s: await consumer_stats(getattr(system, s)) for s in services}
     for _ in range(2):  # the same event, same id: a redelivery or a relay that published twice
         await publish_raw(
             system.rabbitmq.url,
@@ -102,10 +102,6 @@ async def test_a_duplicated_order_created_has_one_effect_everywhere(system) -> N
     after = await system.settled(order_id)
     assert after == before
     assert await system.stock(code) == {"sku": code, "available": 6, "reserved": 0}
-
-
-async def consumer_stats(system, service: str) -> dict[str, int]:
-    return (await getattr(system, service).get("/health/ready")).json()["messages"]
 
 
 def without(event, field: str) -> bytes:

@@ -17,6 +17,7 @@ from servicekit.consumer import PermanentFailure, RetryLater
 from testkit.broker import peek_queue, publish_event, publish_raw
 from testkit.events import order_created
 from testkit.polling import eventually
+from testkit.probes import consumer_stats
 from testkit.services import probe_service
 
 pytestmark = pytest.mark.integration
@@ -59,10 +60,6 @@ async def dead_letters(url: str, event: OrderCreatedV1) -> list:
     return [m for m in await peek_queue(url, "probe.dlq") if m.message_id == str(event.event_id)]
 
 
-async def stats(client) -> dict[str, int]:
-    return (await client.get("/health/ready")).json()["messages"]
-
-
 async def test_a_transient_failure_is_retried_after_each_backoff_delay_then_has_one_effect(
     probe, rabbitmq
 ) -> None:
@@ -75,7 +72,7 @@ async def test_a_transient_failure_is_retried_after_each_backoff_delay_then_has_
     first, second, third = handler.calls[order.order_id]
     assert second - first >= DELAYS[0]
     assert third - second >= DELAYS[1]
-    assert (await stats(client))["retried"] == 2
+    assert (await consumer_stats(client))["retried"] == 2
     assert await dead_letters(rabbitmq.url, order) == []
 
 
@@ -104,7 +101,7 @@ async def test_out_of_attempts_a_message_reaches_the_dlq_with_its_failure_histor
     assert (last - first).total_seconds() >= sum(DELAYS)
     rejected = {d["queue"]: d["count"] for d in headers["x-death"] if d["reason"] == "rejected"}
     assert rejected == {"probe.work": 1, "probe.retry.1": 1}
-    assert (await stats(client))["dead_lettered"] == 1
+    assert (await consumer_stats(client))["dead_lettered"] == 1
 
 
 @pytest.mark.parametrize(
@@ -133,7 +130,7 @@ async def test_a_permanent_failure_skips_retries(probe, rabbitmq) -> None:
     assert len(handler.calls[order.order_id]) == 1
     assert dead.headers["x-failure-reason"] == "order can never ship"
     assert dead.headers["x-failure-attempts"] == 1
-    assert (await stats(client))["retried"] == 0
+    assert (await consumer_stats(client))["retried"] == 0
 
 
 async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered_unhandled(

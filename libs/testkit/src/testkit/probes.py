@@ -34,7 +34,12 @@ async def published_about(database_url: str, order_id: Any) -> list[str]:
     return [row["routing_key"] for row in rows]
 
 
+async def consumer_stats(client: httpx.AsyncClient) -> dict[str, int]:
+    """What the service's consumer did since it started, as its readiness reports it."""
+    return (await client.get("/health/ready")).json()["messages"]
+
+
 async def consumer_saw_duplicates(client: httpx.AsyncClient, count: int) -> dict[str, int] | None:
     """The consumer's counters once it has recognised `count` duplicates, else None."""
-    stats = (await client.get("/health/ready")).json()["messages"]
+    stats = await consumer_stats(client)
     return stats if stats["duplicates"] >= count else None

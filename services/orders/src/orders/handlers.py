@@ -117,10 +117,7 @@ class OrderPlacing:
         its idempotency key; or, for a key used before, answer with the order that first
         request placed. Raises IdempotencyKeyReused for that key with another body."""
         if self._batches is None:
-            placed = await self._place_alone(placement)
-            if isinstance(placed, IdempotencyKeyReused):
-                raise placed
-            return placed
+            return await self._place_alone(placement)
         return await self._batches.submit(placement)
 
     async def _place_batch(
@@ -139,7 +136,7 @@ class OrderPlacing:
                 return outcomes
         return [await outcome_of(self._place_alone(placement)) for placement in placements]
 
-    async def _place_alone(self, placement: Placement) -> PlacedOrder | IdempotencyKeyReused:
+    async def _place_alone(self, placement: Placement) -> PlacedOrder:
         try:
             return await self._place_once(placement)
         except asyncpg.UniqueViolationError as exc:
@@ -148,11 +145,14 @@ class OrderPlacing:
             # A concurrent request with the same key committed first: answer as it did.
             return await self._place_once(placement)
 
-    async def _place_once(self, placement: Placement) -> PlacedOrder | IdempotencyKeyReused:
+    async def _place_once(self, placement: Placement) -> PlacedOrder:
         async with self._pool().acquire() as conn, conn.transaction():
             outcomes = await _place_in(conn, [placement], self._versions)
         _log_placed([placement], outcomes)
-        return outcomes[0]
+        [placed] = outcomes
+        if isinstance(placed, IdempotencyKeyReused):
+            raise placed
+        return placed
 
 
 async def _place_in(
