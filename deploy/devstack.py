@@ -6,6 +6,7 @@ servers); each service creates its database if missing and applies its migration
 starts. Ctrl-C stops everything.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -63,12 +64,13 @@ class StackConfig:
     ) -> "StackConfig":
         """A stack that runs beside any other on this machine, as tests start it: free ports,
         databases named `<database_prefix><service>`, each process logging to `run_dir`."""
+        *service_ports, smtp_port = free_ports(len(SERVICES) + 1)
         return cls(
             rabbitmq_url=rabbitmq_url,
             postgres_url=postgres_url,
             database_prefix=database_prefix,
-            ports={s.name: free_port() for s in SERVICES},
-            smtp_port=free_port(),
+            ports={s.name: port for s, port in zip(SERVICES, service_ports, strict=True)},
+            smtp_port=smtp_port,
             run_dir=run_dir,
             log_to_files=True,
             service_env=dict(service_env or {}),
@@ -202,11 +204,16 @@ class Stack:
         return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now.
+
+    All are held open until all are chosen: a port released at once may be handed out
+    again by the next bind, and two processes of one stack would then share it."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _is_ready(base_url: str) -> bool:
