@@ -3,7 +3,8 @@
 `make run` runs this file; the end-to-end tests start the system through the same `Stack`.
 It expects RabbitMQ and PostgreSQL at RABBITMQ_URL and POSTGRES_URL (defaults: the local
 servers); each service creates its database if missing and applies its migrations as it
-starts. Ctrl-C stops everything.
+starts. `REPLICAS=N` starts N processes of every service, replica n of a service on its port
++ 10·(n−1). Ctrl-C stops everything.
 """
 
 import contextlib
@@ -19,11 +20,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servicekit import registry
-from servicekit.registry import SERVICES, ServiceEntry
+from servicekit.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 
+REPLICA_PORT_STEP = 10
+"""Replica n of a service listens on its documented port + 10·(n−1): orders 8001, 8011, …"""
 
+
+def instance_name(service: str, replica: int) -> str:
+    """A process's name: the service's own for replica 1 (`orders`), then `orders-2`, …"""
+    return service if replica == 1 else f"{service}-{replica}"
+
+
+def service_of(instance: str) -> str:
+    """The service an instance name (`orders`, `orders-2`) runs."""
+    service, _, replica = instance.rpartition("-")
+    return service if replica.isdigit() and service else instance
+
+
+def instance_names(replicas: int, service: str | None = None) -> list[str]:
+    """Every service process's name (or one service's), replica 1 first."""
+    names = [s.name for s in SERVICES] if service is None else [service]
+    return [instance_name(name, n) for name in names for n in range(1, replicas + 1)]
 
 
 @dataclass
@@ -31,9 +50,11 @@ class StackConfig:
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
     database_prefix: str = ""
-    ports: dict[str, int] = field(
-        default_factory=lambda: {s.name: s.default_port for s in SERVICES}
-    )
+    replicas: int = 1
+    """Processes of every service: competing consumers on its queues, sharing its database."""
+    ports: dict[str, int] = field(default_factory=dict)
+    """Each process's HTTP port, by instance name; by default the documented ports, stepped
+    by `REPLICA_PORT_STEP` for each further replica."""
     smtp_port: int = 1025
     run_dir: Path = ROOT / ".run"
     log_to_files: bool = False
@@ -44,9 +65,22 @@ class StackConfig:
     """The checkout whose code the services run: this one with this interpreter, or another
     (an older revision, say) as `<tree>/.venv/bin/python -m <package> serve` from there."""
 
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be at least 1, not {self.replicas}")
+        if not self.ports:
+            self.ports = {
+                instance_name(s.name, n): s.default_port + REPLICA_PORT_STEP * (n - 1)
+                for s in SERVICES
+                for n in range(1, self.replicas + 1)
+            }
+
+    def instances(self, service: str | None = None) -> list[str]:
+        return instance_names(self.replicas, service)
+
     @classmethod
     def from_environment(cls) -> "StackConfig":
-        config = cls()
+        config = cls(replicas=int(os.environ.get("REPLICAS", "1")))
         config.rabbitmq_url = os.environ.get("RABBITMQ_URL", config.rabbitmq_url)
         config.postgres_url = os.environ.get("POSTGRES_URL", config.postgres_url)
         config.smtp_port = int(os.environ.get("SMTP_PORT", config.smtp_port))
@@ -61,15 +95,18 @@ class StackConfig:
         database_prefix: str,
         run_dir: Path,
         service_env: dict[str, str] | None = None,
+        replicas: int = 1,
     ) -> "StackConfig":
         """A stack that runs beside any other on this machine, as tests start it: free ports,
         databases named `<database_prefix><service>`, each process logging to `run_dir`."""
-        *service_ports, smtp_port = free_ports(len(SERVICES) + 1)
+        instances = instance_names(replicas)
+        *service_ports, smtp_port = free_ports(len(instances) + 1)
         return cls(
             rabbitmq_url=rabbitmq_url,
             postgres_url=postgres_url,
             database_prefix=database_prefix,
-            ports={s.name: port for s, port in zip(SERVICES, service_ports, strict=True)},
+            replicas=replicas,
+            ports=dict(zip(instances, service_ports, strict=True)),
             smtp_port=smtp_port,
             run_dir=run_dir,
             log_to_files=True,
@@ -92,27 +129,29 @@ class Stack:
         self.config = config
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.config.ports[service]}"
+    def url(self, instance: str) -> str:
+        """The HTTP API of a service's process: `orders` (replica 1), `orders-2`, …"""
+        return f"http://127.0.0.1:{self.config.ports[instance]}"
 
-    def environment(self, entry: ServiceEntry) -> dict[str, str]:
-        config, prefix = self.config, entry.env_prefix
+    def environment(self, instance: str) -> dict[str, str]:
+        config = self.config
+        entry = registry.service(service_of(instance))
+        prefix = entry.env_prefix
         database = f"{config.database_prefix}{entry.name}"
-        env = {
+        return {
             **os.environ,
             f"{prefix}RABBITMQ_URL": config.rabbitmq_url,
             f"{prefix}DATABASE_URL": f"{config.postgres_url}/{database}",
-            f"{prefix}HTTP_PORT": str(config.ports[entry.name]),
+            f"{prefix}HTTP_PORT": str(config.ports[instance]),
             "EMAIL_SMTP_PORT": str(config.smtp_port),
             **config.service_env,
         }
-        return env
 
     def start(self) -> None:
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         self.start_smtp_sink()
-        for service in SERVICES:
-            self.start_service(service.name)
+        for instance in self.config.instances():
+            self.start_service(instance)
 
     def start_smtp_sink(self) -> None:
         self._spawn(
@@ -129,16 +168,17 @@ class Stack:
         )
 
     def start_service(
-        self, name: str, launcher: str | None = None, env: dict[str, str] | None = None
+        self, instance: str, launcher: str | None = None, env: dict[str, str] | None = None
     ) -> None:
-        """Start one service: `python -m <module> serve`, or `python <launcher> <module> serve`
-        when a test runs it through a wrapper script, with `env` on top of its own."""
-        entry = registry.service(name)
+        """Start one service process (`orders`, `orders-2`): `python -m <module> serve`, or
+        `python <launcher> <module> serve` when a test runs it through a wrapper script, with
+        `env` on top of its own."""
+        entry = registry.service(service_of(instance))
         how = [launcher] if launcher else ["-m"]
         self._spawn(
-            name,
+            instance,
             [self.config.service_python, *how, entry.package, "serve"],
-            {**self.environment(entry), **(env or {})},
+            {**self.environment(instance), **(env or {})},
             cwd=self.config.services_tree,
         )
 
@@ -159,8 +199,9 @@ class Stack:
         )
 
     def wait_ready(self, timeout: float = 60.0, services: tuple[str, ...] | None = None) -> None:
-        """Poll each service's /health/ready until all answer 200; raise on timeout or crash."""
-        pending = set(services or (s.name for s in SERVICES))
+        """Poll each service process's /health/ready (all of them, or the instances named)
+        until all answer 200; raise on timeout or crash."""
+        pending = set(services or self.config.instances())
         deadline = time.monotonic() + timeout
         while pending:
             for name in sorted(pending):
@@ -242,9 +283,9 @@ def main() -> int:
         stack.stop()
         return 1
     print("\nAll services ready:")
-    for service in SERVICES:
-        print(f"  {service.name:<10} {(url := stack.url(service.name))}   (API docs: {url}/docs)")
-    print(f"  smtp-sink  127.0.0.1:{stack.config.smtp_port}   (mail kept in {stack.config.mbox})")
+    for instance in stack.config.instances():
+        print(f"  {instance:<12} {(url := stack.url(instance))}   (API docs: {url}/docs)")
+    print(f"  smtp-sink    127.0.0.1:{stack.config.smtp_port}   (mail kept in {stack.config.mbox})")
     print("Place an order: see README.md. Ctrl-C stops everything.\n", flush=True)
     while not stopping:
         if crashed := stack.exited():

@@ -31,8 +31,10 @@ class RunningSystem:
         self.rabbitmq = rabbitmq
         self.databases = databases
         self.http = {
-            s.name: httpx.AsyncClient(base_url=stack.url(s.name), timeout=10) for s in SERVICES
+            instance: httpx.AsyncClient(base_url=stack.url(instance), timeout=10)
+            for instance in stack.config.instances()
         }
+        """A client for each service process, by instance name; `system.orders` is replica 1."""
 
     def __getattr__(self, service: str) -> httpx.AsyncClient:
         try:
@@ -175,7 +177,15 @@ def service_env(request) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def system(service_env, rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSystem]:
+def replicas(request) -> int:
+    """Processes of each service in the module's system: its `REPLICAS`, else 1."""
+    return getattr(request.module, "REPLICAS", 1)
+
+
+@pytest.fixture(scope="module")
+def system(
+    service_env, replicas, rabbitmq, databases, tmp_path_factory
+) -> Iterator[RunningSystem]:
     """Start every service as its own process, exactly as `make run` does; stop them after."""
     config = StackConfig.beside_others(
         rabbitmq_url=rabbitmq.url,
@@ -183,6 +193,7 @@ def system(service_env, rabbitmq, databases, tmp_path_factory) -> Iterator[Runni
         database_prefix=databases.prefix,
         run_dir=tmp_path_factory.mktemp("stack"),
         service_env=service_env,
+        replicas=replicas,
     )
     stack = Stack(config)
     stack.start()

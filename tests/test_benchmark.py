@@ -23,7 +23,7 @@ from bench.load import Load, Outcome
 from bench.observe import COMPLETED, EMAILED, MILESTONES, Appended, Tap
 from bench.run import Options, run
 from bench.servers import HISTORY_ROWS_PER_ORDER, Servers, drop_databases, lsn_bytes, write_history
-from devstack import ROOT, StackConfig
+from devstack import ROOT, StackConfig, instance_names
 from email_service.domain.emails import CustomerOrder, order_confirmation
 from servicekit.db import ensure_database, migrate
 from servicekit.registry import SERVICE_NAMES, SERVICES
@@ -244,8 +244,9 @@ SMALL_POOLS = {"PREFETCH": "4", "DB_POOL_SIZE": "7"}
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("replicas", [1, 2])
 async def test_a_short_run_completes_every_order_and_reports_every_figure(
-    infrastructure: Infrastructure, tmp_path: Path
+    infrastructure: Infrastructure, tmp_path: Path, replicas: int
 ) -> None:
     servers = Servers(
         infrastructure.rabbitmq_url, infrastructure.postgres_url, tuple(infrastructure.rabbitmqctl)
@@ -253,7 +254,12 @@ async def test_a_short_run_completes_every_order_and_reports_every_figure(
     # Small pools: the PostgreSQL server may be shared, and its connections scarce.
     small = {f"{s.env_prefix}{name}": n for s in SERVICES for name, n in SMALL_POOLS.items()}
     options = Options(
-        orders=20, concurrency=4, idle_seconds=0.5, run_root=tmp_path, service_env=small
+        orders=20,
+        concurrency=4,
+        idle_seconds=0.5,
+        run_root=tmp_path,
+        service_env=small,
+        replicas=replicas,
     )
     figures = await run(options, servers)
     text = report.text(figures)
@@ -273,7 +279,7 @@ async def test_a_short_run_completes_every_order_and_reports_every_figure(
     missing = [path for path in expected if flat.get(path) is None]
     assert missing == [], text
     assert figures["revision"]["commit"] and figures["shutdown"] == dict.fromkeys(
-        (*SERVICE_NAMES, "smtp-sink"), 0
+        (*instance_names(replicas), "smtp-sink"), 0
     )
     assert "POST -> confirmed" in text
     json.dumps(figures)

@@ -45,6 +45,7 @@ OPTIONS = {
         ),
     ),
     "system": (
+        ("--replicas", int, "processes of every service; orders go to the orders ones in turn"),
         (
             "--history",
             int,

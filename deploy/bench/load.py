@@ -9,7 +9,7 @@ event loop, a full connection pool) counts against the system, as a customer wou
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -102,16 +102,17 @@ def order_body(sku: str) -> dict:
 
 
 def order_sender(
-    orders: httpx.AsyncClient, skus: list[str], idempotency_prefix: str | None = None
+    orders: Sequence[httpx.AsyncClient], skus: list[str], idempotency_prefix: str | None = None
 ) -> Send:
-    """POST /orders for order `index`, on SKU `index % len(skus)`; with an Idempotency-Key
-    `<idempotency_prefix>-<index>` when a prefix is given."""
+    """POST /orders for order `index` to the orders replica `index % len(orders)`, on SKU
+    `index % len(skus)`; with an Idempotency-Key `<idempotency_prefix>-<index>` when a prefix
+    is given."""
     bodies = [order_body(sku) for sku in skus]
 
     async def send(index: int) -> Outcome:
         headers = {"Idempotency-Key": f"{idempotency_prefix}-{index}"} if idempotency_prefix else {}
         try:
-            response = await orders.post(
+            response = await orders[index % len(orders)].post(
                 "/orders", json=bodies[index % len(bodies)], headers=headers
             )
         except httpx.TransportError as exc:  # the order may or may not exist: counted, not retried

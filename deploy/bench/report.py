@@ -211,7 +211,8 @@ def text(figures: Mapping) -> str:
         f"load: {shape}; {load['skus']} SKU(s); through {load['through']}; "
         f"SHIPPING_DISPATCH_DELAY {load['dispatch_delay']:g} s"
         + ("; Idempotency-Key on every POST" if load["idempotency_keys"] else "")
-        + (f"; {load['history']} earlier orders' rows" if load.get("history") else ""),
+        + (f"; {load['history']} earlier orders' rows" if load.get("history") else "")
+        + (f"; {load['replicas']} replicas of each service" if load.get("replicas", 1) > 1 else ""),
         f"orders: {orders['placed']} placed, {orders['accepted']} accepted, "
         f"{orders['confirmed']} confirmed, {orders['rejected']} rejected, "
         f"{orders['completed']} completed"

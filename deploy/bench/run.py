@@ -5,6 +5,7 @@ in a RabbitMQ virtual host and databases of its own, with the services of `Optio
 """
 
 import asyncio
+import contextlib
 import math
 import os
 import shutil
@@ -20,7 +21,7 @@ import aio_pika
 import asyncpg
 import httpx
 
-from devstack import ROOT, Stack, StackConfig
+from devstack import ROOT, Stack, StackConfig, service_of
 from orderctl.broker import QueueProbe, service_depths
 from servicekit.registry import SERVICE_NAMES
 
@@ -53,6 +54,7 @@ class Options:
     max_connections: int = 200
     """HTTP connections the open loop may hold; more requests wait (and their wait counts)."""
     tree: Path = ROOT
+    replicas: int = 1
     history: int = 0
     """Earlier orders whose rows the kit's tables hold before the load (see `write_history`)."""
     service_env: dict[str, str] = field(default_factory=dict)
@@ -83,6 +85,7 @@ class Options:
             "through": self.through,
             "dispatch_delay": self.shipping_dispatch_delay,
             "idempotency_keys": self.idempotency_keys,
+            "replicas": self.replicas,
             "history": self.history,
             "service_env": self.service_env,
         }
@@ -138,6 +141,7 @@ async def run(options: Options, servers: Servers, progress: Progress | None = No
         postgres_url=servers.postgres_url,
         database_prefix=prefix,
         run_dir=options.run_root / run_id,
+        replicas=options.replicas,
         service_env={
             "SHIPPING_DISPATCH_DELAY": str(options.shipping_dispatch_delay),
             **options.service_env,
@@ -206,10 +210,16 @@ async def _measure(
     limits = httpx.Limits(
         max_connections=options.max_connections if options.rate else options.concurrency
     )
-    async with (
-        httpx.AsyncClient(base_url=stack.url("orders"), limits=limits, timeout=30) as orders,
-        httpx.AsyncClient(base_url=stack.url("inventory"), timeout=30) as inventory,
-    ):
+    async with contextlib.AsyncExitStack() as clients:
+        orders = [
+            await clients.enter_async_context(
+                httpx.AsyncClient(base_url=stack.url(replica), limits=limits, timeout=30)
+            )
+            for replica in stack.config.instances("orders")
+        ]
+        inventory = await clients.enter_async_context(
+            httpx.AsyncClient(base_url=stack.url("inventory"), timeout=30)
+        )
         await stock(inventory, skus, math.ceil(options.total_orders / options.skus))
         meter = CpuMeter(stack, admin, prefix, await postmaster_pid(admin))
         memory_before = _memory(stack)
@@ -269,7 +279,9 @@ class CpuMeter:
     def __init__(
         self, stack: Stack, admin: asyncpg.Connection, prefix: str, postmaster: int | None
     ) -> None:
-        self.roots = {name: [process.pid] for name, process in stack.processes.items()}
+        self.roots: dict[str, list[int]] = {}
+        for name, process in stack.processes.items():  # a service's replicas count as one
+            self.roots.setdefault(service_of(name), []).append(process.pid)
         self.roots["postgresql"] = [postmaster] if postmaster else []
         # The broker's Erlang VM runs `-s rabbit boot`; rabbitmqctl runs a short-lived one too.
         self.roots["rabbitmq"] = cpu.pids_named("beam.smp", argument="rabbit")
@@ -315,7 +327,15 @@ def _last_lines(stack: Stack, count: int = 8) -> str:
 
 
 def _memory(stack: Stack) -> dict[str, float | None]:
-    return {name: cpu.resident_mb(stack.processes[name].pid) for name in SERVICE_NAMES}
+    """Each service's resident memory: its largest replica's, what one process needs."""
+    return {
+        service: max(
+            (cpu.resident_mb(stack.processes[replica].pid) or 0.0)
+            for replica in stack.config.instances(service)
+        )
+        or None
+        for service in SERVICE_NAMES
+    }
 
 
 async def _settle(load: Load, tap: Tap, steps: tuple[str, ...], stall_timeout: float) -> None:

@@ -26,8 +26,8 @@ async def ensure_database(database_url: str) -> bool:
             return False
         try:
             await admin.execute(f'CREATE DATABASE "{name}"')
-        except asyncpg.DuplicateDatabaseError:  # another replica won the race
-            return False
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            return False  # another replica won the race (which error depends on how close)
         log.info("created database %s", name)
         return True
     finally:
