@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 from compose_spec import PyCompose
+from yarl import URL
 
-from servicekit.registry import SERVICES, ServiceEntry
+from servicekit.registry import SERVICE_NAMES, SERVICES, ServiceEntry
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -112,18 +113,77 @@ def test_the_compose_check_refuses_a_misspelled_key() -> None:
         PyCompose.from_json(json.dumps(compose))
 
 
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+
+def test_docker_compose_validates_the_compose_file() -> None:
+    """`docker-compose config` (Debian's 1.29.2) checks the file offline, interpolation and
+    merges included. It predates the top-level `name`, which the specification check above
+    covers: it reads a copy without it, beside the original so relative paths still hold."""
+    docker_compose = shutil.which("docker-compose")
+    assert docker_compose, "docker-compose is not installed: apt-get install -y docker-compose"
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    del compose["name"]
+    copy = ROOT / f".compose-check-{os.getpid()}.yml"
+    try:
+        copy.write_text(yaml.safe_dump(compose))
+        checked = subprocess.run(
+            [docker_compose, "--project-name", "orderflow", "-f", str(copy), "config", "-q"],
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"]},  # the dev-password defaults, not this shell's
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        copy.unlink()
+    assert checked.returncode == 0, checked.stderr
+
+
 def test_compose_builds_every_service_from_the_one_dockerfile() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
     for entry in SERVICES:
         service = compose["services"][entry.name]
         assert service["build"]["context"] == "."
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
         assert service["build"]["args"] == {"SERVICE": entry.name}
-        assert f"{entry.default_port}:{entry.default_port}" in service["ports"]
-        assert service["environment"][f"{entry.env_prefix}DATABASE_URL"].endswith(
-            f"/{entry.name}"
-        )
     assert not list(ROOT.glob("services/*/Dockerfile")), "one Dockerfile serves every service"
+
+
+def test_compose_runs_each_service_in_production_as_its_own_accounts() -> None:
+    """Each service connects as its own PostgreSQL role to its own database and as its own
+    RabbitMQ user to the system's virtual host, in production mode: no guest, no superuser."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    for entry in SERVICES:
+        environment = compose["services"][entry.name]["environment"]
+        assert environment[f"{entry.env_prefix}ENVIRONMENT"] == "production"
+        database = URL(environment[f"{entry.env_prefix}DATABASE_URL"])
+        assert (database.user, database.host, database.path) == (
+            entry.name,
+            "postgres",
+            f"/{entry.name}",
+        )
+        broker = URL(environment[f"{entry.env_prefix}RABBITMQ_URL"])
+        assert (broker.user, broker.host, broker.path) == (entry.name, "rabbitmq", "/orderflow")
+        depends_on = compose["services"][entry.name]["depends_on"]
+        assert depends_on["postgres"] == depends_on["rabbitmq"] == {"condition": "service_healthy"}
+
+
+def test_compose_publishes_only_the_orders_api_beyond_this_machine() -> None:
+    """The orders API on every interface; the other services' APIs and the operator's UIs
+    on 127.0.0.1 alone (an operator stocks inventory from this machine); the broker and the
+    databases only inside compose's network."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    published = {
+        (name, port)
+        for name, service in compose["services"].items()
+        for port in service.get("ports", [])
+    }
+    everywhere = {(name, port) for name, port in published if not port.startswith("127.0.0.1:")}
+    assert everywhere == {("orders", "8001:8001")}
+    assert {name for name, _ in published} == {
+        *SERVICE_NAMES, "rabbitmq", "mailpit", "jaeger", "prometheus", "grafana",
+    }  # fmt: skip
 
 
 OBSERVABILITY = ROOT / "deploy" / "observability"

@@ -2,7 +2,8 @@
 applied, validated against the Kubernetes schemas, and held to what the deployment promises:
 probes on the right paths, least privilege, graceful shutdown, no credential in a manifest,
 only orders reachable from outside, one apply target per service, each service's own broker
-permissions. No cluster is needed.
+permissions (servicekit.topology.broker_permissions), and dev provisioned exactly as
+`orderctl provision` renders it. No cluster is needed.
 
 Each check is a function returning the problems it finds, so one rendered overlay is checked
 by all of them at once, and `test_each_check_catches_its_breakage` shows each one failing on
@@ -28,9 +29,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from orderctl import provision
 from servicekit.registry import SERVICES, ServiceEntry
 from servicekit.settings import ServiceSettings
 from servicekit.topology import (
+    DEFAULT_EXCHANGE,
+    EVENTS_EXCHANGE,
+    broker_permissions,
     dead_letter_exchange_name,
     dead_letter_queue_name,
     retry_queue_name,
@@ -53,30 +58,10 @@ CRD_GROUPS = ("rabbitmq.com/", "postgresql.cnpg.io/")
 """Operators' kinds: not in the Kubernetes schemas, checked field by field below."""
 CREDENTIAL = re.compile(r"(DATABASE_URL|RABBITMQ_URL|PASSWORD|SECRET|TOKEN)$")
 
-# keep in step with servicekit's broker permissions
-REQUEST_REPLY = {"orders", "inventory"}  # they publish to (and answer on) the default exchange
-BROKER_PERMISSIONS = {
-    "orders": {
-        "configure": r"^orders\..+$",
-        "write": r"^(orders\..+|events|amq\.default)$",
-        "read": r"^(orders\..+|events)$",
-    },
-    "email": {
-        "configure": r"^email\..+$",
-        "write": r"^(email\..+|events)$",
-        "read": r"^(email\..+|events)$",
-    },
-    "inventory": {
-        "configure": r"^inventory\..+$",
-        "write": r"^(inventory\..+|events|amq\.default)$",
-        "read": r"^(inventory\..+|events)$",
-    },
-    "shipping": {
-        "configure": r"^shipping\..+$",
-        "write": r"^(shipping\..+|events)$",
-        "read": r"^(shipping\..+|events)$",
-    },
-}
+DEV_INITDB = "/docker-entrypoint-initdb.d"
+"""Where the dev postgres image finds its first-start scripts."""
+DEV_POSTGRES_SCRIPT = "postgres-provision.sql"
+DEV_DEFINITIONS = "rabbitmq-definitions.json"
 
 Obj = dict[str, Any]
 
@@ -563,11 +548,14 @@ def service_problems(objects: list[Obj], entry: ServiceEntry, production: bool) 
 
 
 def permission_problems(service: str, permissions: dict[str, str]) -> list[str]:
-    """The broker permissions of a service: the table's, and what they let it touch."""
+    """The broker permissions of a service: exactly servicekit's, and what they let it touch."""
     problems = []
-    if permissions != BROKER_PERMISSIONS.get(service):
-        problems.append(f"{service}: broker permissions {permissions} are not the table's")
-    others = [entry.name for entry in SERVICES if entry.name != service]
+    expected = broker_permissions(service)._asdict()
+    if permissions != expected:
+        problems.append(
+            f"{service}: broker permissions {permissions} are not "
+            f"servicekit.topology.broker_permissions({service!r}) {expected}"
+        )
     own = [
         work_queue_name(service),
         retry_queue_name(service, 1),
@@ -575,17 +563,33 @@ def permission_problems(service: str, permissions: dict[str, str]) -> list[str]:
         dead_letter_queue_name(service),
         dead_letter_exchange_name(service),
     ]
+    theirs = [
+        name
+        for entry in SERVICES
+        if entry.name != service
+        for name in (
+            work_queue_name(entry.name),
+            retry_queue_name(entry.name, 1),
+            dead_letter_queue_name(entry.name),
+        )
+    ]
     can = {
         op: re.compile(permissions.get(op, "^$")).fullmatch for op in ("configure", "write", "read")
     }
-    if not all(can["configure"](name) for name in own):
-        problems.append(f"{service}: cannot configure its own queues and exchange")
-    if can["configure"]("events") or any(can["configure"](work_queue_name(o)) for o in others):
+    events = EVENTS_EXCHANGE.name
+    if not all(can[op](name) for op in can for name in own):
+        problems.append(f"{service}: cannot configure, write and read its own queues and exchange")
+    if can["configure"](events) or any(can["configure"](name) for name in theirs):
         problems.append(f"{service}: may configure `events` or another service's queues")
-    if not (can["write"]("events") and can["read"]("events")):
+    if not (can["write"](events) and can["read"](events)):
         problems.append(f"{service}: cannot publish to or bind from `events`")
-    if bool(can["write"]("amq.default")) != (service in REQUEST_REPLY):
-        problems.append(f"{service}: write on amq.default only for request-reply {REQUEST_REPLY}")
+    if not can["write"](DEFAULT_EXCHANGE):
+        problems.append(
+            f"{service}: cannot write {DEFAULT_EXCHANGE}: its retry chain dead-letters through "
+            "the default exchange (and request-reply publishes through it)"
+        )
+    if any(can["read"](name) or can["write"](name) for name in theirs):
+        problems.append(f"{service}: may read or write another service's queues")
     return problems
 
 
@@ -732,10 +736,6 @@ def test_base_carries_no_secret() -> None:
     assert credential_leak_problems(objects) == []
 
 
-def test_the_broker_permission_table_covers_the_registry() -> None:
-    assert set(BROKER_PERMISSIONS) == {entry.name for entry in SERVICES}
-
-
 def dev_secret(objects: list[Obj], name: str) -> Obj:
     """A Secret the dev overlay generates, by its name before kustomize's hash."""
     return next(
@@ -749,13 +749,70 @@ def secret_value(secret: Obj, key: str) -> str:
     return base64.b64decode(secret["data"][key]).decode()
 
 
+def file_values(obj: Obj) -> dict[str, str]:
+    """A ConfigMap's or Secret's files, decoded."""
+    if obj["kind"] == "ConfigMap":
+        return dict(obj.get("data", {}))
+    return {key: secret_value(obj, key) for key in secret_keys(obj)}
+
+
+def secret_keys(secret: Obj) -> set[str]:
+    return {*secret.get("data", {}), *secret.get("stringData", {})}
+
+
 def dev_definitions(objects: list[Obj]) -> dict[str, Any]:
     secret = dev_secret(objects, "rabbitmq-definitions")
-    return json.loads(secret_value(secret, "rabbitmq-definitions.json"))
+    return json.loads(secret_value(secret, DEV_DEFINITIONS))
+
+
+def dev_rabbitmq_passwords() -> dict[str, str]:
+    """The dev placeholders, by the variable `orderctl provision rabbitmq` reads each from."""
+    return {
+        provision.rabbitmq_password_variable(entry): f"dev-only-{entry.name}" for entry in SERVICES
+    } | {provision.ADMIN_PASSWORD_VARIABLE: "dev-only-admin"}
+
+
+def script_accounts(script: str) -> dict[str, str]:
+    """The roles an `orderctl provision postgres` script creates, each owning the database of
+    its name: role -> the environment variable its password is read from (\\getenv)."""
+    variables = dict(re.findall(r"^\\getenv (\w+) (\w+)$", script, re.M))
+    rows = re.findall(r"^  \('([^']+)', :'(\w+)'\)[,;]$", script, re.M)
+    return {role: variables.get(psql, f"<no \\getenv {psql}>") for role, psql in rows}
+
+
+def dev_postgres_provisioning(objects: list[Obj]) -> tuple[str, dict[str, str]] | str:
+    """The script the dev postgres runs on first start, and the values of its container's
+    environment from Secrets; or what is missing."""
+    statefulset = named(objects, "StatefulSet", "postgres")
+    if statefulset is None:
+        return "dev: no StatefulSet postgres"
+    pod = statefulset["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "postgres")
+    mount = next(
+        (m for m in container.get("volumeMounts", []) if m["mountPath"] == DEV_INITDB), None
+    )
+    volume = next((v for v in pod.get("volumes", []) if mount and v["name"] == mount["name"]), {})
+    source = (
+        named(objects, "ConfigMap", volume["configMap"]["name"])
+        if "configMap" in volume
+        else named(objects, "Secret", volume["secret"]["secretName"])
+        if "secret" in volume
+        else None
+    )
+    script = file_values(source).get(DEV_POSTGRES_SCRIPT) if source else None
+    if script is None:
+        return f"dev: postgres does not mount {DEV_POSTGRES_SCRIPT} at {DEV_INITDB}"
+    env = {}
+    for variable in container.get("env", []):
+        ref = variable.get("valueFrom", {}).get("secretKeyRef")
+        secret = named(objects, "Secret", ref["name"]) if ref else None
+        if secret is not None and ref["key"] in secret_keys(secret):
+            env[variable["name"]] = secret_value(secret, ref["key"])
+    return script, env
 
 
 def dev_provisioning_problems(objects: list[Obj]) -> list[str]:
-    """Dev's RabbitMQ definitions and PostgreSQL roles give each service what prod does, with
+    """Dev's RabbitMQ definitions and PostgreSQL script give each service what prod does, with
     the credentials its dev Secrets carry."""
     definitions = dev_definitions(objects)
     problems = []
@@ -764,25 +821,66 @@ def dev_provisioning_problems(objects: list[Obj]) -> list[str]:
         problems.append("dev: no durable topic exchange events in vhost orderflow")
     users = {u["name"]: u.get("password") for u in definitions["users"]}
     permissions = {p["user"]: p for p in definitions["permissions"] if p["vhost"] == "orderflow"}
-    sql = secret_value(dev_secret(objects, "postgres-roles"), "postgres-roles.sql")
+    postgres = dev_postgres_provisioning(objects)
+    if isinstance(postgres, str):
+        problems.append(postgres)
+        script, env = "", {}
+    else:
+        script, env = postgres
+    accounts = script_accounts(script)
     for entry in SERVICES:
         granted = permissions.get(entry.name, {})
         problems += permission_problems(
             entry.name, {op: granted[op] for op in ("configure", "write", "read") if op in granted}
         )
         broker = urlsplit(secret_value(dev_secret(objects, f"{entry.name}-rabbitmq"), "url"))
-        if (broker.path, users.get(broker.username or "")) != ("/orderflow", broker.password):
-            problems.append(f"{entry.name}: its dev broker URL is not a user of vhost orderflow")
+        if (broker.username, broker.path, users.get(broker.username or "")) != (
+            entry.name,
+            "/orderflow",
+            broker.password,
+        ):
+            problems.append(f"{entry.name}: its dev broker URL is not its user of vhost orderflow")
         database = urlsplit(secret_value(dev_secret(objects, f"{entry.name}-db-app"), "uri"))
-        role = f"CREATE ROLE {database.username} LOGIN PASSWORD '{database.password}';"
-        owned = f"CREATE DATABASE {database.path.lstrip('/')} OWNER {database.username};"
-        if database.username != entry.name or role not in sql or owned not in sql:
-            problems.append(f"{entry.name}: its dev database URL has no role owning its database")
+        variable = accounts.get(database.username or "")
+        if (database.username, database.path) != (entry.name, f"/{entry.name}") or not variable:
+            problems.append(
+                f"{entry.name}: its dev database URL is no role of {DEV_POSTGRES_SCRIPT} "
+                "owning its database"
+            )
+        elif env.get(variable) != database.password:
+            problems.append(
+                f"{entry.name}: postgres's {variable} (from a Secret) is not the password of "
+                f"its dev database URL"
+            )
     return problems
 
 
 def test_dev_provisions_each_service_as_prod_does() -> None:
     assert dev_provisioning_problems(rendered(DEV)) == []
+
+
+def test_the_dev_provisioning_files_are_what_orderctl_provision_renders() -> None:
+    """Never edited by hand: a new service, or a changed permission, means regenerating them."""
+    target = f"deploy/k8s/{DEV}"
+    orderctl = "python3 -m uv run python -m orderctl provision"
+    passwords = dev_rabbitmq_passwords()
+    regenerate_postgres = f"{orderctl} postgres > {target}/{DEV_POSTGRES_SCRIPT}"
+    regenerate_rabbitmq = (
+        " ".join([*(f"{variable}={value}" for variable, value in passwords.items()), orderctl])
+        + f" rabbitmq > {target}/{DEV_DEFINITIONS}"
+    )
+    script = provision.postgres_script()
+    definitions = provision.render_definitions(
+        provision.rabbitmq_definitions(passwords.__getitem__)
+    )
+    assert (K8S / DEV / DEV_POSTGRES_SCRIPT).read_text() == script, (
+        f"{DEV_POSTGRES_SCRIPT} is not what orderctl renders; regenerate it, from the repository "
+        f"root: {regenerate_postgres}"
+    )
+    assert (K8S / DEV / DEV_DEFINITIONS).read_text() == definitions, (
+        f"{DEV_DEFINITIONS} is not what orderctl renders; regenerate it, from the repository "
+        f"root: {regenerate_rabbitmq}"
+    )
 
 
 # --- each check fails on what it is there to catch ----------------------------------------
@@ -809,6 +907,13 @@ def env(objects: list[Obj], name: str, container: str) -> dict[str, Obj]:
 
 
 Breakage = Callable[[list[Obj]], None]
+
+
+def with_permission(service: str, **regexes: str) -> Breakage:
+    """A breakage: the service's prod Permission with these regexes instead."""
+    return lambda o: named(o, "Permission", service)["spec"]["permissions"].update(regexes)
+
+
 BREAKAGES: list[tuple[str, Breakage, str]] = [
     (
         "readiness on the liveness path",
@@ -978,15 +1083,28 @@ BREAKAGES: list[tuple[str, Breakage, str]] = [
     ),
     (
         "a service allowed to configure `events`",
-        lambda o: named(o, "Permission", "email")["spec"]["permissions"].update(configure=".*"),
+        with_permission("email", configure=".*"),
         "email: may configure `events`",
     ),
     (
-        "the default exchange for a service without request-reply",
-        lambda o: named(o, "Permission", "shipping")["spec"]["permissions"].update(
-            write=r"^(shipping\..+|events|amq\.default)$"
-        ),
-        "write on amq.default only",
+        "no write on the default exchange, through which the retry chain dead-letters",
+        with_permission("shipping", write=r"^(shipping\..+|events)$"),
+        "shipping: cannot write amq.default",
+    ),
+    (
+        "another service's queues readable",
+        with_permission("email", read=r"^(email\..+|events|orders\..+)$"),
+        "email: may read or write another service's queues",
+    ),
+    (
+        "its own queues not configurable",
+        with_permission("inventory", configure=r"^inventory\.work$"),
+        "inventory: cannot configure, write and read its own queues",
+    ),
+    (
+        "permissions that differ from servicekit's, even harmlessly",
+        with_permission("orders", configure=r"^orders\.(.+)$"),
+        "are not servicekit.topology.broker_permissions('orders')",
     ),
     (
         "a broker of one node",
@@ -1056,16 +1174,111 @@ def test_a_service_apply_target_with_another_service_in_it_is_caught() -> None:
     assert "Deployment/email: not orders's (label app.kubernetes.io/name)" in problems
 
 
-def test_dev_credentials_that_disagree_are_caught() -> None:
-    objects = rendered(DEV)
+def with_definitions(objects: list[Obj], change: Callable[[dict[str, Any]], None]) -> None:
     definitions = dev_definitions(objects)
-    next(u for u in definitions["users"] if u["name"] == "email")["password"] = "changed"
+    change(definitions)
     secret = dev_secret(objects, "rabbitmq-definitions")
     secret.pop("data")
-    secret["stringData"] = {"rabbitmq-definitions.json": json.dumps(definitions)}
-    assert dev_provisioning_problems(objects) == [
-        "email: its dev broker URL is not a user of vhost orderflow"
-    ]
+    secret["stringData"] = {DEV_DEFINITIONS: json.dumps(definitions)}
+
+
+def with_secret_value(objects: list[Obj], name: str, key: str, value: str) -> None:
+    dev_secret(objects, name)["data"][key] = base64.b64encode(value.encode()).decode()
+
+
+def with_script(objects: list[Obj], change: Callable[[str], str]) -> None:
+    config_map = next(
+        c
+        for c in of_kind(objects, "ConfigMap")
+        if without_hash(c["metadata"]["name"]) == "postgres-provision"
+    )
+    config_map["data"][DEV_POSTGRES_SCRIPT] = change(config_map["data"][DEV_POSTGRES_SCRIPT])
+
+
+def inline_postgres_env(objects: list[Obj], name: str, value: str) -> None:
+    statefulset = named(objects, "StatefulSet", "postgres")
+    assert statefulset is not None
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    variable = next(e for e in container["env"] if e["name"] == name)
+    variable.clear()
+    variable.update(name=name, value=value)
+
+
+def user(definitions: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(u for u in definitions["users"] if u["name"] == name)
+
+
+def permission(definitions: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(p for p in definitions["permissions"] if p["user"] == name)
+
+
+OLD_RULE_EMAIL = {**broker_permissions("email")._asdict(), "write": r"^(email\..+|events)$"}
+"""email's permissions before every service needed amq.default."""
+
+DEV_BREAKAGES: list[tuple[str, Breakage, list[str]]] = [
+    (
+        "a broker password that is not the URL's",
+        lambda o: with_definitions(o, lambda d: user(d, "email").update(password="changed")),
+        ["email: its dev broker URL is not its user of vhost orderflow"],
+    ),
+    (
+        "a database password that is not the URI's",
+        lambda o: with_secret_value(
+            o, "postgres-service-passwords", "INVENTORY_DB_PASSWORD", "changed"
+        ),
+        [
+            "inventory: postgres's INVENTORY_DB_PASSWORD (from a Secret) is not the password "
+            "of its dev database URL"
+        ],
+    ),
+    (
+        "a database password inline, from no Secret",
+        lambda o: inline_postgres_env(o, "ORDERS_DB_PASSWORD", "dev-only-orders"),
+        [
+            "orders: postgres's ORDERS_DB_PASSWORD (from a Secret) is not the password of its "
+            "dev database URL"
+        ],
+    ),
+    (
+        "a service without its role",
+        lambda o: with_script(o, lambda s: s.replace("  ('shipping', :'shipping_password');", "")),
+        [f"shipping: its dev database URL is no role of {DEV_POSTGRES_SCRIPT} owning its database"],
+    ),
+    (
+        "no first-start script",
+        lambda o: named(o, "StatefulSet", "postgres")["spec"]["template"]["spec"].update(
+            volumes=[]
+        ),
+        [f"dev: postgres does not mount {DEV_POSTGRES_SCRIPT} at {DEV_INITDB}"]
+        + [
+            f"{entry.name}: its dev database URL is no role of {DEV_POSTGRES_SCRIPT} owning its "
+            "database"
+            for entry in SERVICES
+        ],
+    ),
+    (
+        "dev permissions of the old rule, amq.default for request-reply only",
+        lambda o: with_definitions(o, lambda d: permission(d, "email").update(OLD_RULE_EMAIL)),
+        [
+            f"email: broker permissions {OLD_RULE_EMAIL} are not "
+            "servicekit.topology.broker_permissions('email') "
+            f"{broker_permissions('email')._asdict()}",
+            "email: cannot write amq.default: its retry chain dead-letters through the default "
+            "exchange (and request-reply publishes through it)",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [(breakage, expected) for _, breakage, expected in DEV_BREAKAGES],
+    ids=[name for name, _, _ in DEV_BREAKAGES],
+)
+def test_dev_provisioning_that_disagrees_is_caught(breakage: Breakage, expected: list[str]) -> None:
+    objects = rendered(DEV)
+    breakage(objects)
+    assert dev_provisioning_problems(objects) == expected
 
 
 def test_a_missing_kubectl_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:

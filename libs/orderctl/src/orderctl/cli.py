@@ -20,7 +20,7 @@ from rich.text import Text
 
 from servicekit.registry import SERVICE_NAMES, SERVICES
 
-from . import views
+from . import provision, views
 from .audit import AuditConfig, audit, url_variable
 from .broker import (
     DEFAULT_AMQP_URL,
@@ -43,7 +43,7 @@ from .text import plural, redact
 T = TypeVar("T")
 
 app = typer.Typer(
-    help="Operate orderflow: dead letters and an end-to-end audit of orders.",
+    help="Operate orderflow: dead letters, an end-to-end audit of orders, provisioning.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -54,6 +54,11 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
+provision_app = typer.Typer(
+    help="Print what gives each service its own database role and broker user, and no more.",
+    no_args_is_help=True,
+)
+app.add_typer(provision_app, name="provision")
 
 console = Console()
 errors = Console(stderr=True)
@@ -312,6 +317,45 @@ def _settle(future: asyncio.Future[bool], outcome: bool | Exception) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+PrefixOption = Annotated[
+    str, typer.Option("--prefix", help="Put this before every role, database and user name.")
+]
+
+
+@provision_app.command("postgres")
+def provision_postgres(prefix: PrefixOption = "") -> None:
+    """Print a psql script that gives each service a role owning its database, which no
+    other role may connect to. Safe to run again. Run it as a superuser, with each
+    `<PREFIX>DB_PASSWORD` set (`ORDERS_DB_PASSWORD`, ...):
+    `orderctl provision postgres | psql postgresql://postgres@host/postgres`."""
+    typer.echo(provision.postgres_script(prefix), nl=False)
+
+
+@provision_app.command("rabbitmq")
+def provision_rabbitmq(
+    vhost: Annotated[str, typer.Option("--vhost", help="The system's virtual host.")] = (
+        provision.VHOST
+    ),
+    prefix: PrefixOption = "",
+    placeholders: Annotated[
+        bool,
+        typer.Option(
+            "--placeholders", help="Write `${VARIABLE}` for each password, not its value."
+        ),
+    ] = False,
+) -> None:
+    """Print RabbitMQ definitions: the virtual host, the `events` exchange, and a user per
+    service allowed only its own queues and exchanges (passwords from
+    `<PREFIX>RABBITMQ_PASSWORD`, the operator's from `RABBITMQ_ADMIN_PASSWORD`). Load them
+    with `rabbitmqctl import_definitions FILE`."""
+    password = provision.placeholder if placeholders else provision.from_environment
+    try:
+        definitions = provision.rabbitmq_definitions(password, vhost=vhost, prefix=prefix)
+    except CommandError as exc:
+        _fail(exc)
+    typer.echo(provision.render_definitions(definitions), nl=False)
 
 
 @app.command("audit", epilog=views.expectations_markdown())

@@ -5,7 +5,7 @@ FastStream generates the document from the service's broker; it documents what t
 told, and three things are told to it or completed here:
 - events leave through the outbox relay, not through FastStream: `document_publishes` gives the
   broker one publisher per published event, for the document alone. Nothing publishes through
-  them; starting one declares `events` with the topology's own arguments, already declared.
+  them; starting one only checks that `events` exists (the topology, or provisioning, declares it).
 - the consumers decode raw bodies themselves, so FastStream sees no payload on their queues:
   each consuming queue gets the contract of every event version its handlers accept.
 - a responder's handler takes a plain dict: its queue gets the request's contract, and its

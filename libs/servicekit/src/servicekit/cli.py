@@ -14,14 +14,17 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from .db import ensure_database, migrate
+from .db import ensure_database, migrate, refuse_superuser
 from .logs import configure_logging
 from .settings import ServiceSettings
 
 
 async def prepare_database(settings: ServiceSettings, migrations: Path) -> None:
-    """Create the service's database if missing and apply its pending migrations."""
+    """Create the service's database if missing and apply its pending migrations; in
+    production, refuse a superuser before migrating anything."""
     await ensure_database(settings.database_url)
+    if settings.environment == "production":
+        await refuse_superuser(settings.database_url)
     await migrate(settings.database_url, migrations)
 
 

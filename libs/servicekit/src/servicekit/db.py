@@ -16,11 +16,42 @@ KIT_MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 7_340_001  # pg advisory lock key: one migrator at a time per database
 
 
+_REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.InvalidAuthorizationSpecificationError)
+"""The role may not connect to that database (no CONNECT privilege), or does not exist."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The service's database is missing and cannot be created, or its role may not be used."""
+
+
 async def ensure_database(database_url: str) -> bool:
-    """Create the database named in the URL if it does not exist; True if it was created."""
+    """Create the database named in the URL if it does not exist; True if it was created.
+
+    The service's own database is tried first: a least-privileged role (production) that
+    owns it and may neither create databases nor connect to `postgres` starts as well as
+    the superuser of development. Only a database that does not exist is created, through
+    the `postgres` database, with the same credentials and TLS options.
+    """
     url = URL(database_url)
     name = url.path.lstrip("/")
-    admin = await asyncpg.connect(str(url.with_path("/postgres")))
+    try:
+        conn = await asyncpg.connect(database_url)
+    except asyncpg.InvalidCatalogNameError:
+        pass  # it does not exist: create it below
+    except _REFUSED as exc:
+        raise DatabaseUnavailable(
+            f"role {url.user!r} may not connect to database {name!r}: {exc}"
+        ) from exc
+    else:
+        await conn.close()
+        return False
+    try:
+        admin = await asyncpg.connect(str(url.with_path("/postgres").with_query(url.query)))
+    except _REFUSED as exc:
+        raise DatabaseUnavailable(
+            f"database {name!r} does not exist and role {url.user!r} may not connect to "
+            f"'postgres' to create it ({exc}): provision it (orderctl provision postgres)"
+        ) from exc
     try:
         if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             return False
@@ -28,10 +59,32 @@ async def ensure_database(database_url: str) -> bool:
             await admin.execute(f'CREATE DATABASE "{name}"')
         except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
             return False  # another replica won the race (which error depends on how close)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise DatabaseUnavailable(
+                f"database {name!r} does not exist and role {url.user!r} may not create it "
+                f"({exc}): provision it (orderctl provision postgres)"
+            ) from exc
         log.info("created database %s", name)
         return True
     finally:
         await admin.close()
+
+
+async def refuse_superuser(database_url: str) -> None:
+    """Raise DatabaseUnavailable if the URL's role is a PostgreSQL superuser: in production
+    each service runs as its own role, which owns its database and nothing else."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        role, superuser = await conn.fetchrow(
+            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+        )
+    finally:
+        await conn.close()
+    if superuser:
+        raise DatabaseUnavailable(
+            f"refusing to run as the PostgreSQL superuser {role!r} in production: connect as "
+            "the service's own role (orderctl provision postgres)"
+        )
 
 
 def migration_files(service_migrations: Path) -> list[tuple[str, Path]]:

@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractRobustChannel
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from faststream.security import BaseSecurity
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts import Event
@@ -157,6 +158,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         specification_url=SERVER_URL,
         apply_types=False,  # handlers take one argument: no dependency injection per message
         middlewares=middlewares,
+        security=_tls(settings),
     )
     runtime: ServiceRuntime
 
@@ -247,6 +249,12 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+def _tls(settings: ServiceSettings) -> BaseSecurity | None:
+    """TLS towards RabbitMQ for an `amqps://` URL, verified against the settings' CA."""
+    context = settings.rabbitmq_ssl_context()
+    return None if context is None else BaseSecurity(ssl_context=context)
 
 
 UNTRACED_PATHS = ("/health", "/metrics")

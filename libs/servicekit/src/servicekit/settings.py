@@ -1,8 +1,9 @@
 """Settings every service shares; each service subclasses with its own env prefix."""
 
+import ssl
 from typing import Literal, Self
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import Field, FilePath, PositiveFloat, model_validator
 from pydantic_settings import BaseSettings
 from yarl import URL
 
@@ -15,7 +16,13 @@ class ServiceSettings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     database_url: str
-    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    rabbitmq_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        description="amqps:// for TLS, verified against rabbitmq_ca_file or the system's CAs",
+    )
+    rabbitmq_ca_file: FilePath | None = Field(
+        None, description="CA bundle (PEM) the broker's certificate is verified against"
+    )
     http_host: str = "127.0.0.1"
     http_port: int
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -74,6 +81,22 @@ class ServiceSettings(BaseSettings):
                 "a connection, and HTTP and the outbox relay need theirs"
             )
         return self
+
+    @model_validator(mode="after")
+    def _ca_file_only_with_tls(self) -> Self:
+        if self.rabbitmq_ca_file is not None and URL(self.rabbitmq_url).scheme != "amqps":
+            raise ValueError("rabbitmq_ca_file is set, so rabbitmq_url must be amqps://")
+        return self
+
+    def rabbitmq_ssl_context(self) -> ssl.SSLContext | None:
+        """For an amqps:// URL, a context that verifies the broker's certificate and host
+        name (against `rabbitmq_ca_file` if set); None for plain amqp://.
+
+        PostgreSQL's TLS lives in `database_url` itself, which asyncpg reads for every
+        connection and pool: `?sslmode=verify-full&sslrootcert=/path/to/ca.pem`."""
+        if URL(self.rabbitmq_url).scheme != "amqps":
+            return None
+        return ssl.create_default_context(cafile=self.rabbitmq_ca_file)
 
     @model_validator(mode="after")
     def _no_default_credentials_in_production(self) -> Self:

@@ -19,17 +19,64 @@ along it by dead-lettering, so retry state lives in the broker, not in a consume
 
 RabbitMQ refuses to redeclare a queue with different arguments, so these definitions live here
 only. Changing a service's retry delays changes its wait queues: drain and delete them first.
+
+What each service may do on the broker, and nothing more, is `broker_permissions`: provisioning
+grants exactly that, and declares `events`, which no service may configure.
 """
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
 from contracts import EVENTS_BY_ROUTING_KEY
 
-EVENTS_EXCHANGE = RabbitExchange("events", type=ExchangeType.TOPIC, durable=True)
+EVENTS_EXCHANGE = RabbitExchange("events", type=ExchangeType.TOPIC, durable=True, declare=False)
+"""`declare=False`: FastStream's publishers only check that it exists. It is declared once, by
+`ServiceTopology.declare` where the service may configure it, else by provisioning."""
+
+DEFAULT_EXCHANGE = "amq.default"
+"""The name RabbitMQ checks permissions on for the default exchange (`""`)."""
+
+
+class BrokerPermissions(NamedTuple):
+    """A RabbitMQ user's permission regexes in one virtual host (`rabbitmqctl set_permissions`)."""
+
+    configure: str
+    write: str
+    read: str
+
+
+def broker_permissions(service: str) -> BrokerPermissions:
+    """What `service` may do in the system's virtual host, checked on the real broker
+    (tests/test_least_privilege.py):
+
+    - configure (declare, delete) only its own queues and exchanges, `<service>.*`;
+    - write (publish, and be the destination of a binding: a queue bound to `events`)
+      its own queues and dead-letter exchange, `events`, and the default exchange. The
+      default exchange is needed three times over: every queue of the retry chain
+      dead-letters through it, and RabbitMQ checks write on a queue's
+      `x-dead-letter-exchange` when it is declared; an asker publishes its query through
+      it to the responder's queue; a responder publishes the answer through it to the
+      asker's direct reply-to;
+    - read (consume, and be the source of a binding) its own queues and `events`.
+      Consuming direct reply-to (`amq.rabbitmq.reply-to`) needs no read permission.
+    """
+    own = rf"{re.escape(service)}\..+"
+    return BrokerPermissions(
+        configure=f"^{own}$",
+        write=f"^({own}|{re.escape(EVENTS_EXCHANGE.name)}|{re.escape(DEFAULT_EXCHANGE)})$",
+        read=f"^({own}|{re.escape(EVENTS_EXCHANGE.name)})$",
+    )
+
+
+class EventsExchangeMissing(RuntimeError):
+    """`events` does not exist and this user may not declare it: provisioning must."""
+
 
 DELIVERY_LIMIT = 5
 """Deliveries without a settlement (a consumer crashing on the message) before the broker moves
@@ -135,6 +182,9 @@ class ServiceTopology:
     async def declare(self, channel: AbstractChannel) -> None:
         """Declare exchanges, queues and bindings on `channel`; safe to repeat.
 
+        `events` is declared on a channel of its own (`declare_events_exchange`), so a user
+        that may not configure it (production) still declares the rest here.
+
         Bindings converge on what this deploy reads: an event version it no longer accepts
         (after a rollback, say) is unbound, so it never reaches a consumer that would only
         dead-letter it.
@@ -145,7 +195,8 @@ class ServiceTopology:
         on instead of opening its own `Channel(prefetch_count=N)`. Each subscriber declares
         its queue again, identically, on its own channel as it starts.
         """
-        events = await _declare_exchange(channel, EVENTS_EXCHANGE)
+        await declare_events_exchange(channel)
+        events = EVENTS_EXCHANGE.name
         dlx = await _declare_exchange(channel, self.dead_letter_exchange)
         dlq = await _declare_queue(channel, self.dead_letter_queue)
         await dlq.bind(dlx, routing_key="")
@@ -156,6 +207,32 @@ class ServiceTopology:
             await work.bind(events, routing_key=key)
         for key in EVENTS_BY_ROUTING_KEY.keys() - set(self.routing_keys):
             await work.unbind(events, routing_key=key)
+
+
+async def declare_events_exchange(channel: AbstractChannel) -> None:
+    """Declare `events` on a channel of its own, opened on `channel`'s connection: a user with
+    full rights (development) creates it; one the broker refuses (ACCESS_REFUSED, which closes
+    the channel) only checks, passively on another channel, that provisioning declared it."""
+    connection = (await channel.get_underlay_channel()).connection
+    exchange = EVENTS_EXCHANGE
+    probe = await connection.channel(publisher_confirms=False)
+    try:
+        await probe.exchange_declare(
+            exchange.name, exchange_type=exchange.type.value, durable=exchange.durable
+        )
+        return
+    except ChannelAccessRefused:
+        probe = await connection.channel(publisher_confirms=False)
+        try:
+            await probe.exchange_declare(exchange.name, passive=True)
+        except ChannelNotFoundEntity as exc:
+            raise EventsExchangeMissing(
+                f"the exchange {exchange.name!r} does not exist and this user may not declare "
+                "it: provision the broker first (orderctl provision rabbitmq)"
+            ) from exc
+    finally:
+        if not probe.is_closed:
+            await probe.close()
 
 
 async def _declare_exchange(channel: AbstractChannel, exchange: RabbitExchange) -> AbstractExchange:
