@@ -35,6 +35,9 @@ class RunningSystem:
             for instance in stack.config.instances()
         }
         """A client for each service process, by instance name; `system.orders` is replica 1."""
+        self.operator_token: str | None = None
+        """Sent by the audit; a module whose services check tokens sets it (and the clients'
+        `Authorization` header)."""
 
     def __getattr__(self, service: str) -> httpx.AsyncClient:
         try:
@@ -108,6 +111,7 @@ class RunningSystem:
         config = AuditConfig.from_env(
             service_urls={s.name: self.stack.url(s.name) for s in SERVICES},
             amqp_url=self.rabbitmq.url,
+            token=self.operator_token,
             env={},
         )
         try:

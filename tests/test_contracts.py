@@ -1,18 +1,33 @@
+import copy
+import functools
+import importlib
 import json
+import operator
+import pkgutil
+from collections.abc import Iterator
 from decimal import Decimal
 from uuid import uuid4
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+import contracts
 from contracts import (
     ALL_EVENTS,
     EVENTS_BY_ROUTING_KEY,
     REQUEST_REPLY_MESSAGES,
+    Event,
+    MoneyV2,
+    OrderCancelledV1,
     OrderCreatedV1,
     OrderCreatedV2,
+    OrderShippedV1,
+    ShipmentCreatedV1,
+    ShipmentDispatchedV1,
+    StockRejectedV1,
     StockReservedV1,
 )
+from contracts.common import MAX_AMOUNT, Amount, Money, WireModel
 from contracts.schema_files import drifted_files, write_schemas
 from contracts.schemas import SCHEMA_DIR
 from contracts.versions import as_version, readable_as, upcast
@@ -162,3 +177,121 @@ def test_v2_money_is_a_decimal_string_in_one_currency() -> None:
     wire["lines"][0]["unit_price"]["currency"] = "USD"
     with pytest.raises(ValidationError, match="one currency"):
         OrderCreatedV2.model_validate(wire)
+
+
+# Text PostgreSQL cannot store
+
+
+CONTRACT_MODELS = sorted(
+    (
+        model
+        for module in pkgutil.iter_modules(contracts.__path__, "contracts.")
+        for model in vars(importlib.import_module(module.name)).values()
+        if isinstance(model, type)
+        and issubclass(model, BaseModel)
+        and model.__module__ == module.name
+    ),
+    key=lambda model: model.__name__,
+)
+"""Every model defined in `contracts`."""
+
+
+@pytest.mark.parametrize("model", CONTRACT_MODELS, ids=lambda model: model.__name__)
+def test_every_model_of_the_contracts_checks_its_text(model: type[BaseModel]) -> None:
+    """A nested model too: made on its own (`CustomerV2(...)`), it checks its own text."""
+    assert issubclass(model, WireModel)
+
+
+def text_in(data: object, path: tuple = ()) -> Iterator[tuple]:
+    """The path of each string in plain JSON data."""
+    if isinstance(data, str):
+        yield path
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from text_in(value, (*path, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from text_in(value, (*path, index))
+
+
+def with_text_at(data: dict, path: tuple, text: str) -> dict:
+    changed = copy.deepcopy(data)
+    *parents, last = path
+    functools.reduce(operator.getitem, parents, changed)[last] = text
+    return changed
+
+
+def events_with_text() -> list[Event]:
+    """An event of each kind that carries free text besides the envelope's."""
+    created = order_created()
+    about = {"producer": "orders", "order_id": created.order_id}
+    shipment = {"shipment_id": uuid4(), "order_id": created.order_id}
+    return [
+        created,
+        upcast(created),
+        OrderCancelledV1.caused_by(created, **about, previous_status="pending", reason="no"),
+        OrderShippedV1.caused_by(created, **about, shipment_id=uuid4(), tracking_number="T1"),
+        StockRejectedV1.caused_by(
+            created,
+            **{**about, "producer": "inventory"},
+            rejected_lines=[
+                {"sku": "SKU-1", "requested": 2, "available": 0, "reason": "unknown_sku"}
+            ],
+        ),
+        ShipmentCreatedV1.caused_by(
+            created,
+            producer="shipping",
+            **shipment,
+            shipping_address=created.shipping_address,
+        ),
+        ShipmentDispatchedV1.caused_by(
+            created, producer="shipping", **shipment, tracking_number="T1"
+        ),
+    ]
+
+
+UNSTORABLE = {
+    "NUL": ("A\x00B", "Value error, text must not contain NUL (U+0000)"),
+    "lone surrogate": ("A\ud800B", "Value error, text must not contain a lone surrogate (U+D800)"),
+}
+"""Text PostgreSQL cannot store, and the error it is."""
+
+
+@pytest.mark.parametrize(("text", "error"), UNSTORABLE.values(), ids=UNSTORABLE)
+@pytest.mark.parametrize("event", events_with_text(), ids=lambda event: event.routing_key())
+def test_text_the_database_cannot_store_anywhere_in_an_event_violates_its_contract(
+    event: Event, text: str, error: str
+) -> None:
+    """Then the consumer dead-letters the event at once, naming the field."""
+    wire = event.model_dump(mode="json")
+    for path in text_in(wire):
+        with pytest.raises(ValidationError) as refused:
+            type(event).model_validate(with_text_at(wire, path, text))  # as the consumer does
+        assert [(e["loc"], e["msg"]) for e in refused.value.errors()] == [(path, error)]
+
+
+def test_unstorable_text_is_refused_even_where_the_event_ignores_it() -> None:
+    """Ignored fields and keys included: no error can then show the text as it came."""
+    wire = {**order_created().model_dump(mode="json"), "gift_note": "A\ud800B", "A\x00": 1}
+
+    with pytest.raises(ValidationError) as error:
+        OrderCreatedV1.model_validate(wire)
+
+    assert [(e["loc"], e["input"]) for e in error.value.errors()] == [
+        (("gift_note",), "A\\ud800B"),
+        ((), "A\x00"),
+    ]
+
+
+@pytest.mark.parametrize("amount", ["1E+5", "-0", "+5", " 5", "5\n", "5.", ".5", "1_000", "\u0663"])
+def test_an_amount_is_written_as_the_schema_says_or_refused(amount: str) -> None:
+    """Each is a Decimal to Python; none is what the schema's pattern lets a reader expect."""
+    with pytest.raises(ValidationError, match="up to 10 digits and 2 after a point"):
+        MoneyV2(amount=amount, currency="EUR")
+
+
+def test_the_largest_amount_is_the_largest_money() -> None:
+    for money in (Money, Amount):
+        assert TypeAdapter(money).validate_python(str(MAX_AMOUNT)) == MAX_AMOUNT
+        with pytest.raises(ValidationError):
+            TypeAdapter(money).validate_python(str(MAX_AMOUNT + Decimal("0.01")))

@@ -98,28 +98,44 @@ def test_a_service_installs_alone_from_the_lock_and_starts(
     assert f"usage: {entry.name}" in run([str(venv / "bin" / entry.name), "--help"], tmp_path)
 
 
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+TOKEN_KEYS = {
+    "OPERATOR_TOKEN_PUBLIC_KEY_FILE": "./operator.pub",
+    "ORDERS_ORDER_TOKEN_SECRET": "a-stand-in-of-at-least-32-bytes-for-the-check",
+}
+"""What compose needs from the environment, having no default: the token keys."""
+
+
+def compose_with_token_keys() -> dict:
+    """The compose file with `TOKEN_KEYS` filled in where it requires them (`${VAR:?...}`),
+    as compose interpolates before it validates: a bind mount's source must be a path."""
+    text = re.sub(
+        r"\$\{(\w+):\?[^}]*\}",
+        lambda found: TOKEN_KEYS.get(found[1], found[0]),
+        COMPOSE_FILE.read_text(),
+    )
+    return yaml.safe_load(text)
+
+
 def test_compose_file_follows_the_compose_specification() -> None:
     """What `docker compose config` checks, without Docker: YAML merges resolved, then the
     file validated against the Compose Specification (a misspelled key fails)."""
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    spec = PyCompose.from_json(json.dumps(compose)).to_spec()
+    spec = PyCompose.from_json(json.dumps(compose_with_token_keys())).to_spec()
     assert set(spec.services) >= {entry.name for entry in SERVICES}
 
 
 def test_the_compose_check_refuses_a_misspelled_key() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = compose_with_token_keys()
     compose["services"]["orders"]["build"]["dockerfle"] = "deploy/Dockerfile"
     with pytest.raises(ValueError, match="dockerfle"):
         PyCompose.from_json(json.dumps(compose))
 
 
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-
-
-def test_docker_compose_validates_the_compose_file() -> None:
+def docker_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`docker-compose config` (Debian's 1.29.2) checks the file offline, interpolation and
-    merges included. It predates the top-level `name`, which the specification check above
-    covers: it reads a copy without it, beside the original so relative paths still hold."""
+    merges included, with only `env` (and PATH) set. It predates the top-level `name`, which
+    the specification check above covers: it reads a copy without it, beside the original
+    so relative paths still hold."""
     docker_compose = shutil.which("docker-compose")
     assert docker_compose, "docker-compose is not installed: apt-get install -y docker-compose"
     compose = yaml.safe_load(COMPOSE_FILE.read_text())
@@ -127,17 +143,29 @@ def test_docker_compose_validates_the_compose_file() -> None:
     copy = ROOT / f".compose-check-{os.getpid()}.yml"
     try:
         copy.write_text(yaml.safe_dump(compose))
-        checked = subprocess.run(
+        return subprocess.run(
             [docker_compose, "--project-name", "orderflow", "-f", str(copy), "config", "-q"],
             cwd=ROOT,
-            env={"PATH": os.environ["PATH"]},  # the dev-password defaults, not this shell's
+            env={"PATH": os.environ["PATH"], **env},
             capture_output=True,
             text=True,
             timeout=60,
         )
     finally:
         copy.unlink()
+
+
+def test_docker_compose_validates_the_compose_file() -> None:
+    checked = docker_compose_config(TOKEN_KEYS)  # the dev-password defaults, not this shell's
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("variable", TOKEN_KEYS)
+def test_compose_refuses_to_start_without_a_token_key(variable: str) -> None:
+    """No default key or secret: production mode without them would be open, or forgeable."""
+    checked = docker_compose_config({k: v for k, v in TOKEN_KEYS.items() if k != variable})
+    assert checked.returncode != 0
+    assert "Missing mandatory value" in checked.stderr and "see README" in checked.stderr
 
 
 def test_compose_builds_every_service_from_the_one_dockerfile() -> None:
@@ -167,6 +195,23 @@ def test_compose_runs_each_service_in_production_as_its_own_accounts() -> None:
         assert (broker.user, broker.host, broker.path) == (entry.name, "rabbitmq", "/orderflow")
         depends_on = compose["services"][entry.name]["depends_on"]
         assert depends_on["postgres"] == depends_on["rabbitmq"] == {"condition": "service_healthy"}
+
+
+def test_compose_gives_every_service_the_operator_public_key_and_orders_its_secret() -> None:
+    """The public key is mounted into every service, read-only (the private key never is);
+    the order-token secret reaches orders alone, from the environment."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    for entry in SERVICES:
+        service = compose["services"][entry.name]
+        path = service["environment"][f"{entry.env_prefix}OPERATOR_TOKEN_PUBLIC_KEY"]
+        mounts = {volume["target"]: volume for volume in service["volumes"]}
+        assert mounts[path]["source"].startswith("${OPERATOR_TOKEN_PUBLIC_KEY_FILE:?"), entry.name
+        assert mounts[path]["read_only"] is True, entry.name
+        secret = service["environment"].get("ORDERS_ORDER_TOKEN_SECRET")
+        if entry.name == "orders":
+            assert secret.startswith("${ORDERS_ORDER_TOKEN_SECRET:?"), secret
+        else:
+            assert secret is None, entry.name
 
 
 def test_compose_publishes_only_the_orders_api_beyond_this_machine() -> None:

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from orderctl import provision
 from servicekit.registry import SERVICES, ServiceEntry
@@ -299,12 +301,22 @@ def _parsed_settings(
     env |= settings | {
         f"{prefix}DATABASE_URL": "postgresql://user:stand-in@db/db",
         f"{prefix}RABBITMQ_URL": "amqp://user:stand-in@rabbitmq/orderflow",
+        f"{prefix}OPERATOR_TOKEN_PUBLIC_KEY": stand_in_public_key(),
     }
+    if "order_token_secret" in cls.model_fields:
+        env[f"{prefix}ORDER_TOKEN_SECRET"] = "a-stand-in-of-at-least-32-bytes-for-the-check"
     with mock.patch.dict(os.environ, env, clear=True):
         try:
             return cls(), unknown
         except ValueError as error:  # pydantic's ValidationError
             return None, [*unknown, f"{entry.name}: its settings are refused: {error}"]
+
+
+@functools.cache
+def stand_in_public_key() -> str:
+    """An Ed25519 public key in PEM, standing in for ConfigMap operator-token-public-key."""
+    key = Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def settings_problems(
@@ -429,29 +441,46 @@ def shutdown_problems(entry: ServiceEntry, deployment: Obj, settings: dict[str, 
     return problems
 
 
+OPERATOR_KEY_REF = ("ConfigMap", "operator-token-public-key", "public-key.pem")
+"""Where every service reads the operator token public key from: one ConfigMap for all."""
+ORDER_TOKEN_SECRET_REF = ("Secret", "orders-order-token", "secret")
+REFERENCE = {"Secret": "secretKeyRef", "ConfigMap": "configMapKeyRef"}
+
+
+def expected_references(entry: ServiceEntry) -> dict[str, tuple[str, str, str]]:
+    """Each variable every container of the service reads from a Secret or ConfigMap (as
+    the README names them): variable -> (kind, name, key)."""
+    prefix = entry.env_prefix
+    expected = {
+        f"{prefix}DATABASE_URL": ("Secret", f"{entry.name}-db-app", "uri"),
+        f"{prefix}RABBITMQ_URL": ("Secret", f"{entry.name}-rabbitmq", "url"),
+        f"{prefix}OPERATOR_TOKEN_PUBLIC_KEY": OPERATOR_KEY_REF,
+    }
+    if "order_token_secret" in settings_class(entry).model_fields:
+        expected[f"{prefix}ORDER_TOKEN_SECRET"] = ORDER_TOKEN_SECRET_REF
+    return expected
+
+
 def credential_reference_problems(
     objects: list[Obj], entry: ServiceEntry, deployment: Obj
 ) -> list[str]:
-    """DATABASE_URL and RABBITMQ_URL in every container, from the Secrets named in the README."""
-    expected = {
-        f"{entry.env_prefix}DATABASE_URL": (f"{entry.name}-db-app", "uri"),
-        f"{entry.env_prefix}RABBITMQ_URL": (f"{entry.name}-rabbitmq", "url"),
-    }
+    """The URLs, the operator token public key and (orders) the order-token secret in every
+    container, from the Secrets and the ConfigMap named in the README."""
     problems = []
     for container in containers(deployment["spec"]["template"]["spec"]):
         env = {e["name"]: e for e in container.get("env", [])}
-        for variable, (secret, key) in expected.items():
-            ref = env.get(variable, {}).get("valueFrom", {}).get("secretKeyRef", {})
-            if (without_hash(ref.get("name", "")), ref.get("key")) != (secret, key):
+        for variable, (kind, name, key) in expected_references(entry).items():
+            ref = env.get(variable, {}).get("valueFrom", {}).get(REFERENCE[kind], {})
+            if (without_hash(ref.get("name", "")), ref.get("key")) != (name, key):
                 problems.append(
                     f"{entry.name} container {container['name']}: {variable} must come from "
-                    f"Secret {secret} key {key}"
+                    f"{kind} {name} key {key}"
                 )
-            elif (generated := named(objects, "Secret", ref["name"])) and key not in {
+            elif (generated := named(objects, kind, ref["name"])) and key not in {
                 **generated.get("data", {}),
                 **generated.get("stringData", {}),
             }:
-                problems.append(f"{entry.name}: Secret {ref['name']} has no key {key}")
+                problems.append(f"{entry.name}: {kind} {ref['name']} has no key {key}")
     return problems
 
 
@@ -1024,6 +1053,27 @@ BREAKAGES: list[tuple[str, Breakage, str]] = [
         "ORDERS_RABBITMQ_URL must come from Secret orders-rabbitmq key url",
     ),
     (
+        "a service without the operator token public key",
+        lambda o: app_container(deployment(o, "inventory"))["env"].remove(
+            env(o, "inventory", "app")["INVENTORY_OPERATOR_TOKEN_PUBLIC_KEY"]
+        ),
+        "INVENTORY_OPERATOR_TOKEN_PUBLIC_KEY must come from ConfigMap operator-token-public-key",
+    ),
+    (
+        "the order-token secret written into the Deployment",
+        lambda o: env(o, "orders", "app")["ORDERS_ORDER_TOKEN_SECRET"].update(
+            value="hunter2" * 5, valueFrom={}
+        ),
+        "ORDERS_ORDER_TOKEN_SECRET is inline",
+    ),
+    (
+        "the order-token secret from another Secret",
+        lambda o: env(o, "orders", "migrate")["ORDERS_ORDER_TOKEN_SECRET"]["valueFrom"][
+            "secretKeyRef"
+        ].update(name="orders-rabbitmq"),
+        "ORDERS_ORDER_TOKEN_SECRET must come from Secret orders-order-token key secret",
+    ),
+    (
         "inventory behind a LoadBalancer",
         lambda o: named(o, "Service", "inventory")["spec"].update(type="LoadBalancer"),
         "type LoadBalancer",
@@ -1136,6 +1186,7 @@ SETTING_BREAKAGES = [
     ("email", "EMAIL_ENVIRONMENT", "development", "EMAIL_ENVIRONMENT is 'development'"),
     ("email", "EMAIL_SMTP_HOST", None, "EMAIL_SMTP_HOST must be set"),
     ("email", "EMAIL_SMTP_PASSWORD", "hunter2", "EMAIL_SMTP_PASSWORD is a credential"),
+    ("orders", "ORDERS_ORDER_TOKEN_SECRET", "hunter2" * 5, "ORDERS_ORDER_TOKEN_SECRET is a cred"),
 ]
 
 

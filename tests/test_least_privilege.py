@@ -1,9 +1,11 @@
 """Each service runs as its own PostgreSQL role and RabbitMQ user, provisioned exactly as
-`orderctl provision` prints it, and can reach nothing of another service's.
+`orderctl provision` prints it, and can reach nothing of another service's; and over HTTP,
+each answers its operator routes to an operator token only and an order to its own token.
 
 The module provisions the real servers with uniquely named accounts (a virtual host of its
-own, `<prefix><service>` users, roles and databases), starts the four services as processes
-in production mode with them, and removes everything afterwards.
+own, `<prefix><service>` users, roles and databases), makes an operator key pair with the
+openssl commands the README gives, starts the four services as processes in production mode
+with them, and removes everything afterwards.
 """
 
 import asyncio
@@ -16,10 +18,12 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
 import asyncpg
+import httpx
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 from yarl import URL
@@ -38,6 +42,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy" / "compose"
 ORDERCTL = [sys.executable, "-m", "orderctl", "provision"]
+OPENSSL_PATH = {"PATH": "/usr/bin:/bin"}
 
 
 class Accounts:
@@ -54,6 +59,7 @@ class Accounts:
                 provision.rabbitmq_password_variable(entry),
             )
         } | {provision.ADMIN_PASSWORD_VARIABLE: secrets.token_hex(12)}
+        self.order_token_secret = secrets.token_hex(32)
 
     def name(self, entry: ServiceEntry) -> str:
         return provision.account_name(entry, self.prefix)
@@ -158,15 +164,68 @@ def permissions_of(infrastructure: Infrastructure, vhost: str) -> dict[str, tupl
     return {p["user"]: (p["configure"], p["write"], p["read"]) for p in json.loads(listed)}
 
 
+@dataclass(frozen=True)
+class OperatorKeys:
+    private: Path
+    public: Path
+
+
 @pytest.fixture(scope="module")
-def service_env(infrastructure: Infrastructure, accounts: Accounts, rabbitmq, databases) -> dict:
+def operator_keys(tmp_path_factory) -> OperatorKeys:
+    """The operator's key pair, made as the README says: openssl, the private key 0600."""
+    directory = tmp_path_factory.mktemp("operator")
+    keys = OperatorKeys(directory / "operator.key", directory / "operator.pub")
+    genpkey = ["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(keys.private)]
+    run(["sh", "-c", 'umask 077 && exec "$@"', "sh", *genpkey], env=OPENSSL_PATH)
+    pubout = ["openssl", "pkey", "-in", str(keys.private), "-pubout", "-out", str(keys.public)]
+    run(pubout, env=OPENSSL_PATH)
+    assert keys.private.stat().st_mode & 0o077 == 0
+    return keys
+
+
+@pytest.fixture(scope="module")
+def operator_token(operator_keys: OperatorKeys) -> str:
+    """A token minted as an operator mints one: `orderctl token --private-key`."""
+    token = [sys.executable, "-m", "orderctl", "token", "--ttl", "30m", "--subject", "lp"]
+    return run([*token, "--private-key", str(operator_keys.private)], env={"PATH": ""}).strip()
+
+
+def production_env(entry: ServiceEntry, operator_keys: OperatorKeys, accounts: Accounts) -> dict:
+    """What a service needs to start in production besides its accounts: its keys."""
+    env = {
+        f"{entry.env_prefix}ENVIRONMENT": "production",
+        f"{entry.env_prefix}OPERATOR_TOKEN_PUBLIC_KEY": str(operator_keys.public),
+    }
+    if entry.name == "orders":
+        env["ORDERS_ORDER_TOKEN_SECRET"] = accounts.order_token_secret
+    return env
+
+
+@pytest.fixture(scope="module")
+def service_env(
+    infrastructure: Infrastructure,
+    accounts: Accounts,
+    operator_keys: OperatorKeys,
+    rabbitmq,
+    databases,
+) -> dict:
     """Overrides the suite's: every service in production mode with its own accounts."""
     env = {}
     for entry in SERVICES:
-        env[f"{entry.env_prefix}ENVIRONMENT"] = "production"
+        env |= production_env(entry, operator_keys, accounts)
         env[f"{entry.env_prefix}DATABASE_URL"] = accounts.database_url(infrastructure, entry)
         env[f"{entry.env_prefix}RABBITMQ_URL"] = accounts.rabbitmq_url(infrastructure, entry)
     return env
+
+
+@pytest.fixture(scope="module")
+def system(system, operator_token: str):
+    """Overrides the suite's: the same system, asked as the operator asks it, by its clients
+    and by its audit (`RunningSystem.operator_token`)."""
+    for client in system.http.values():
+        client.headers["Authorization"] = f"Bearer {operator_token}"
+    system.operator_token = operator_token
+    return system
 
 
 # What is provisioned
@@ -393,17 +452,17 @@ async def test_a_role_that_may_not_create_databases_is_told_to_provision_a_missi
         await ensure_database(str(own.with_path(f"/{accounts.prefix}missing")))
 
 
-def test_a_service_in_production_refuses_to_start_as_a_postgres_superuser(
-    system, infrastructure: Infrastructure, accounts: Accounts, tmp_path: Path
-) -> None:
-    entry = service("inventory")
+def start_alone(
+    entry: ServiceEntry, rabbitmq_url: str, postgres_url: str, prefix: str, env: dict, run_dir: Path
+) -> tuple[int, str]:
+    """Start one service process beside the module's system; its exit code and its log."""
     stack = Stack(
         StackConfig.beside_others(
-            rabbitmq_url=accounts.rabbitmq_url(infrastructure, entry),
-            postgres_url=infrastructure.postgres_url,  # the superuser
-            database_prefix=f"{accounts.prefix}superuser_",
-            run_dir=tmp_path,
-            service_env={f"{entry.env_prefix}ENVIRONMENT": "production"},
+            rabbitmq_url=rabbitmq_url,
+            postgres_url=postgres_url,
+            database_prefix=prefix,
+            run_dir=run_dir,
+            service_env=env,
         )
     )
     stack.start_service(entry.name)
@@ -411,7 +470,175 @@ def test_a_service_in_production_refuses_to_start_as_a_postgres_superuser(
         code = stack.processes[entry.name].wait(timeout=60)
     finally:
         stack.stop()
-    log = (tmp_path / f"{entry.name}.log").read_text()
+    return code, (run_dir / f"{entry.name}.log").read_text()
+
+
+def test_a_service_in_production_refuses_to_start_as_a_postgres_superuser(
+    system, infrastructure: Infrastructure, accounts: Accounts, operator_keys, tmp_path: Path
+) -> None:
+    entry = service("inventory")
+    code, log = start_alone(
+        entry,
+        accounts.rabbitmq_url(infrastructure, entry),
+        infrastructure.postgres_url,  # the superuser
+        f"{accounts.prefix}superuser_",
+        production_env(entry, operator_keys, accounts),
+        tmp_path,
+    )
     assert code != 0, log
     assert "refusing to run as the PostgreSQL superuser" in log
     assert "applied migration" not in log and "serving on" not in log, "refused before both"
+
+
+@pytest.mark.parametrize(
+    ("name", "variable"),
+    [("inventory", "INVENTORY_OPERATOR_TOKEN_PUBLIC_KEY"), ("orders", "ORDERS_ORDER_TOKEN_SECRET")],
+)
+def test_a_service_in_production_refuses_to_start_without_its_keys(
+    system,
+    infrastructure: Infrastructure,
+    accounts: Accounts,
+    operator_keys,
+    tmp_path: Path,
+    name: str,
+    variable: str,
+) -> None:
+    entry = service(name)
+    env = production_env(entry, operator_keys, accounts)
+    del env[variable]
+    code, log = start_alone(
+        entry,
+        accounts.rabbitmq_url(infrastructure, entry),
+        accounts.database_url(infrastructure, entry).rsplit("/", 1)[0],
+        accounts.prefix,
+        env,
+        tmp_path,
+    )
+    assert code != 0, log
+    assert f"({variable}) is not set" in log
+    assert "applied migration" not in log and "serving on" not in log, "refused before both"
+
+
+# HTTP: who may call what (the services' routes with servicekit.auth's dependencies)
+
+
+@contextlib.asynccontextmanager
+async def clients(system, token: str | None = None) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """A client per service, with `token` or, as anyone reaching its port, none. The test's
+    own: the system's clients keep connections of the event loop of the test that used them."""
+    headers = bearer(token) if token else {}
+    opened = {
+        entry.name: httpx.AsyncClient(base_url=system.stack.url(entry.name), headers=headers)
+        for entry in SERVICES
+    }
+    try:
+        yield opened
+    finally:
+        for client in opened.values():
+            await client.aclose()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_every_operator_route_answers_an_operator_token_only(
+    system, operator_token: str
+) -> None:
+    """Refused without a token, before anything is written; answered with `orderctl token`'s."""
+    nobody = uuid.uuid4()
+    routes = [
+        # (service, method, path, JSON body, status with the operator token)
+        ("inventory", "PUT", "/stock/LP-AUTH", {"available": 3}, 200),
+        ("inventory", "GET", "/stock/LP-AUTH", None, 200),
+        ("inventory", "GET", f"/reservations/{nobody}", None, 404),
+        ("shipping", "GET", "/shipments", None, 200),
+        ("shipping", "POST", f"/shipments/{nobody}/dispatch", None, 404),
+        ("email", "GET", "/emails", None, 200),
+        ("orders", "GET", "/audit/orders", None, 200),
+        *((entry.name, "GET", "/audit/outbox", None, 200) for entry in SERVICES),
+        *(
+            (name, "POST", "/audit/orders", {"order_ids": []}, 200)
+            for name in ("inventory", "shipping", "email")
+        ),
+    ]
+    refused, answered = {}, {}
+    async with clients(system) as anonymous, clients(system, operator_token) as operator:
+        for name, method, path, body, _ in routes:
+            without = await anonymous[name].request(method, path, json=body)
+            challenge = without.headers.get("WWW-Authenticate")
+            refused[name, method, path] = (without.status_code, challenge)
+            with_token = await operator[name].request(method, path, json=body)
+            answered[name, method, path] = with_token.status_code
+        stock = (await operator["inventory"].get("/stock/LP-AUTH")).json()
+    assert refused == {(n, m, p): (401, "Bearer") for n, m, p, _, _ in routes}
+    assert answered == {(n, m, p): status for n, m, p, _, status in routes}
+    assert stock["available"] == 3
+
+
+async def test_probes_scrapes_and_the_shop_page_stay_open(system, operator_token: str) -> None:
+    async with clients(system) as anonymous, clients(system, operator_token) as operator:
+        await operator["inventory"].put("/stock/LP-OPEN", json={"available": 1})
+        for entry in SERVICES:
+            for path in ("/health/live", "/health/ready", "/metrics"):
+                response = await anonymous[entry.name].get(path)
+                assert response.status_code == 200, (entry.name, path, response.text)
+        shop_page = await anonymous["orders"].get("/availability", params={"sku": "LP-OPEN"})
+    assert shop_page.json()["available"] == 1
+
+
+async def placed(customer: httpx.AsyncClient, sku: str, key: str | None = None) -> tuple[str, str]:
+    """POST /orders with no token, as a customer: the order id and the token of its 202."""
+    body = {
+        "customer_email": "ada@example.com",
+        "items": [{"sku": sku, "quantity": 1, "unit_price": "2.50"}],
+        "shipping_address": {
+            "name": "Ada",
+            "line1": "1 Main St",
+            "city": "Paris",
+            "postal_code": "75001",
+            "country": "FR",
+        },
+    }
+    headers = {"Idempotency-Key": key} if key else {}
+    response = await customer.post("/orders", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    return response.json()["order_id"], response.json()["access_token"]
+
+
+async def test_an_order_is_read_and_cancelled_with_its_own_token_only(
+    system, operator_token: str
+) -> None:
+    async with clients(system) as anonymous, clients(system, operator_token) as operator:
+        await operator["inventory"].put("/stock/LP-MINE", json={"available": 10})
+        customer = anonymous["orders"]
+        mine, my_token = await placed(customer, "LP-MINE")
+        theirs, their_token = await placed(customer, "LP-MINE")
+        read, cancel = f"/orders/{mine}", f"/orders/{mine}/cancel"
+
+        assert (await customer.get(read, headers=bearer(my_token))).json()["order_id"] == mine
+        assert (await operator["orders"].get(read)).status_code == 200
+        assert (await customer.get(read, headers=bearer(their_token))).status_code == 403
+        assert (await customer.get(read)).status_code == 401
+        assert (await customer.get(read, headers=bearer(my_token[:-2]))).status_code == 401
+
+        assert (await customer.post(cancel, headers=bearer(their_token))).status_code == 403
+        assert (await customer.post(cancel)).status_code == 401
+        untouched = (await operator["orders"].get(read)).json()["status"]
+        cancelled = await customer.post(cancel, headers=bearer(my_token))
+        after = (await operator["orders"].get(read)).json()["status"]
+        other = (await operator["orders"].get(f"/orders/{theirs}")).json()["status"]
+    assert untouched != "cancelled", "a refused cancel changes nothing"
+    assert cancelled.status_code == 200, cancelled.text
+    assert (after, other != "cancelled") == ("cancelled", True)
+
+
+async def test_an_idempotent_replay_carries_a_token_for_the_same_order(system) -> None:
+    key = f"lp-{uuid.uuid4()}"
+    async with clients(system) as anonymous:
+        customer = anonymous["orders"]
+        first, _ = await placed(customer, "LP-REPLAY", key)
+        again, token = await placed(customer, "LP-REPLAY", key)
+        response = await customer.get(f"/orders/{first}", headers=bearer(token))
+    assert again == first
+    assert response.status_code == 200, response.text

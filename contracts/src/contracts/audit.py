@@ -5,16 +5,20 @@ The services' domains use these enums as their own, and the audit's expectations
 written with them, so a status renamed or removed in one place breaks every side at once.
 Routes (each service's `entrypoints/http.py`, and servicekit for the outbox):
 
-- orders `GET /audit/orders[?order_id=]` -> `OrdersAudit` (404 for an unknown order id)
-- inventory, shipping, email `POST /audit/orders` with `OrderIds` -> `ReservationsAudit`,
-  `ShipmentsAudit`, `EmailsAudit`
+- orders `GET /audit/orders[?order_id=][&limit=&after=]` -> `OrdersAudit`, a page of the
+  orders (`contracts.api.Page`); 404 for an unknown order id
+- inventory, shipping, email `POST /audit/orders` with `OrderIds` (at most
+  `MAX_PAGE_SIZE`: one page of orders) -> `ReservationsAudit`, `ShipmentsAudit`, `EmailsAudit`
 - every service `GET /audit/outbox` -> `OutboxAudit`
 """
 
 from enum import StrEnum
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from .api import MAX_PAGE_SIZE
+from .common import WireModel
 
 
 class OrderStatus(StrEnum):
@@ -59,46 +63,47 @@ class EmailKind(StrEnum):
     ORDER_CANCELLATION = "order_cancellation"
 
 
-class OrderAudit(BaseModel):
+class OrderAudit(WireModel):
     order_id: UUID
     status: OrderStatus
     was_confirmed: bool = Field(description="Its history has an event that confirmed it.")
 
 
-class OrdersAudit(BaseModel):
-    """orders `GET /audit/orders`: every order, oldest first (or the one asked for)."""
+class OrdersAudit(WireModel):
+    """orders `GET /audit/orders`: a page of the orders, oldest first (or the one asked
+    for)."""
 
     orders: list[OrderAudit]
 
 
-class OrderIds(BaseModel):
-    """The body of `POST /audit/orders`: the orders to report on, all in one request."""
+class OrderIds(WireModel):
+    """The body of `POST /audit/orders`: the orders to report on, a page of them at most."""
 
-    order_ids: list[UUID]
+    order_ids: list[UUID] = Field(max_length=MAX_PAGE_SIZE)
 
 
-class ReservationsAudit(BaseModel):
+class ReservationsAudit(WireModel):
     """inventory `POST /audit/orders`: each order asked about, with the status of each of
     its reservations ([] when it has none)."""
 
     reservations: dict[UUID, list[ReservationStatus]]
 
 
-class ShipmentsAudit(BaseModel):
+class ShipmentsAudit(WireModel):
     """shipping `POST /audit/orders`: each order asked about, with the status of each of its
     shipments ([] when it has none)."""
 
     shipments: dict[UUID, list[ShipmentStatus]]
 
 
-class EmailsAudit(BaseModel):
+class EmailsAudit(WireModel):
     """email `POST /audit/orders`: each order asked about, with the kind of each email sent
     about it ([] when none was)."""
 
     emails: dict[UUID, list[EmailKind]]
 
 
-class OutboxAudit(BaseModel):
+class OutboxAudit(WireModel):
     """Every service's `GET /audit/outbox`."""
 
     service: str

@@ -4,7 +4,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field
+
+from .common import WireModel
 
 
 def _now() -> datetime:
@@ -20,7 +22,7 @@ def _envelope_is_required(schema: dict[str, Any]) -> None:
     schema["required"] = sorted({*schema.get("required", ()), *ENVELOPE_ALWAYS_SENT})
 
 
-class Event(BaseModel):
+class Event(WireModel):
     """Base of all integration events.
 
     Subclasses pin `event_type` and `schema_version` with `Literal` fields, so the routing

@@ -3,13 +3,13 @@
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from .common import Sku
+from .common import Sku, WireModel
 from .envelope import Event
 
 
-class ReservedLineV1(BaseModel):
+class ReservedLineV1(WireModel):
     model_config = ConfigDict(frozen=True)
 
     sku: Sku
@@ -26,7 +26,7 @@ class StockReservedV1(Event):
     lines: tuple[ReservedLineV1, ...] = Field(min_length=1)
 
 
-class RejectedLineV1(BaseModel):
+class RejectedLineV1(WireModel):
     model_config = ConfigDict(frozen=True)
 
     sku: Sku
@@ -57,7 +57,7 @@ class StockReleasedV1(Event):
     lines: tuple[ReservedLineV1, ...] = Field(min_length=1)
 
 
-class AvailabilityQueryV1(BaseModel):
+class AvailabilityQueryV1(WireModel):
     """Request (over RabbitMQ request-reply): how much of `sku` can be ordered now?"""
 
     model_config = ConfigDict(frozen=True)
@@ -65,7 +65,7 @@ class AvailabilityQueryV1(BaseModel):
     sku: Sku
 
 
-class AvailabilityV1(BaseModel):
+class AvailabilityV1(WireModel):
     """Reply to AvailabilityQueryV1."""
 
     model_config = ConfigDict(frozen=True)

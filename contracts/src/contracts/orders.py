@@ -3,14 +3,14 @@
 from typing import Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import ConfigDict, EmailStr, Field, model_validator
 
-from .common import Amount, CurrencyCode, Money, ShippingAddress, Sku
+from .common import Amount, CurrencyCode, Money, ShippingAddress, Sku, WireModel
 from .envelope import Event
 from .inventory import RejectedLineV1
 
 
-class OrderLineV1(BaseModel):
+class OrderLineV1(WireModel):
     model_config = ConfigDict(frozen=True)
 
     sku: Sku
@@ -32,21 +32,21 @@ class OrderCreatedV1(Event):
     shipping_address: ShippingAddress
 
 
-class MoneyV2(BaseModel):
+class MoneyV2(WireModel):
     model_config = ConfigDict(frozen=True)
 
     amount: Amount
     currency: CurrencyCode
 
 
-class CustomerV2(BaseModel):
+class CustomerV2(WireModel):
     model_config = ConfigDict(frozen=True)
 
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr
 
 
-class OrderLineV2(BaseModel):
+class OrderLineV2(WireModel):
     model_config = ConfigDict(frozen=True)
 
     sku: Sku

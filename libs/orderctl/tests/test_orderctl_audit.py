@@ -332,6 +332,17 @@ async def test_audit_reports_exactly_the_problems_of_the_system(config, orders) 
 
 
 @pytest.mark.e2e
+async def test_the_audit_asks_a_page_of_orders_at_a_time_and_checks_every_one(
+    config, orders
+) -> None:
+    by_threes = await audit(replace(config, page_size=3))
+    at_once = await audit(config)
+
+    assert by_threes.orders_checked == at_once.orders_checked == len(orders)
+    assert by_kind_and_subject(by_threes.problems) == by_kind_and_subject(at_once.problems)
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", CLEAN)
 async def test_each_status_path_is_clean(config, orders, name: str) -> None:
     report = await audit(config, orders[name])

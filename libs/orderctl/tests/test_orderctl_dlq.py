@@ -20,7 +20,7 @@ from servicekit.topology import (
     wait_queue_name,
     work_queue_name,
 )
-from testkit.broker import peek_queue, publish_raw
+from testkit.broker import RawText, peek_queue, publish_raw
 from testkit.events import order_created
 from testkit.polling import eventually
 
@@ -363,6 +363,25 @@ async def test_purge_by_routing_key_then_all(url) -> None:
     assert "deleted 1 message from orders.dlq" in everything.stdout
     assert await dlq_ids(url) == []
     assert await peek_queue(url, WORK) == [], "purged messages are not replayed"
+
+
+async def test_a_dead_letter_that_is_not_utf8_where_amqp_requires_it_is_shown_and_purged(
+    url,
+) -> None:
+    message_id, body = event_body()
+    await publish_raw(
+        url, "", body, message_id=message_id, exchange=dead_letter_exchange_name(SERVICE),
+        content_type=RawText(b"\xff\xfe"), headers={RawText(b"x-\xff"): "forged"},
+    )  # fmt: skip
+
+    shown = await orderctl("dlq", "show", SERVICE, "--url", url)
+    purged = await orderctl("dlq", "purge", SERVICE, "--yes", "--url", url)
+
+    assert shown.exit_code == 0, shown.output
+    assert message_id in shown.stdout
+    assert purged.exit_code == 0, purged.output
+    assert "deleted 1 message from orders.dlq" in purged.stdout
+    assert await dlq_ids(url) == []
 
 
 @pytest.mark.parametrize("command", [["show"], ["replay", "--all"], ["purge", "--yes"]])

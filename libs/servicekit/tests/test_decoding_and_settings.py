@@ -10,6 +10,11 @@ from servicekit.consumer import EventConsumer, PermanentFailure, decode_event
 from servicekit.settings import ServiceSettings
 
 KNOWN = {StockReservedV1.routing_key(): StockReservedV1}
+OPERATOR_PUBLIC_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MCowBQYDK2VwAyEANybK6QRL9cSuHl0kCFMTl+HDOwFMnrAAOH3PvYZ0asc=\n"
+    "-----END PUBLIC KEY-----\n"
+)
 
 
 def stock_reserved_body(**changes: object) -> bytes:
@@ -84,7 +89,11 @@ def test_pool_must_cover_prefetch() -> None:
 def test_production_refuses_the_guest_account() -> None:
     with pytest.raises(ValidationError, match="guest"):
         ExampleSettings(environment="production")
-    ok = ExampleSettings(environment="production", rabbitmq_url="amqp://orders:s3cret@rabbit/")
+    ok = ExampleSettings(
+        environment="production",
+        rabbitmq_url="amqp://orders:s3cret@rabbit/",
+        operator_token_public_key=OPERATOR_PUBLIC_KEY,
+    )
     assert ok.environment == "production"
 
 

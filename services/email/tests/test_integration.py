@@ -1,6 +1,7 @@
 """Email against the real RabbitMQ, PostgreSQL and an SMTP server, in-process."""
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,6 +12,7 @@ from contracts import (
     OrderRejectedV1,
     OrderShippedV1,
 )
+from contracts.audit import EmailKind
 from email_service.config import EmailSettings
 from email_service.main import MIGRATIONS, create_app
 from testkit.broker import publish_event
@@ -216,6 +218,61 @@ async def test_the_audit_reads_the_kinds_of_email_sent_about_many_orders_at_once
 
     assert response.status_code == 200, response.text
     assert response.json() == {"emails": {asked[0]: ["order_cancellation"], asked[1]: []}}
+
+
+async def pages(client, path: str, limit: int, **query) -> list[list[dict]]:
+    """Every page of a list route, each of `limit` items at most, the first one first."""
+    found, after = [], {}
+    while True:
+        response = await client.get(path, params={**query, **after, "limit": limit})
+        assert response.status_code == 200, response.text
+        found.append(response.json())
+        assert len(found[-1]) <= limit
+        if len(found[-1]) < limit:
+            return found
+        after = {"after": found[-1][-1]["email_id"]}
+
+
+async def test_emails_are_listed_newest_first_a_page_at_a_time(email, databases) -> None:
+    """Sent in 2030: newer than any other email of the module. Two at the same instant: the
+    id orders them."""
+    order_id = uuid.uuid4()
+    sent_at = {
+        EmailKind.ORDER_CONFIRMATION: datetime(2030, 1, 1, tzinfo=UTC),
+        EmailKind.ORDER_REJECTION: datetime(2030, 1, 2, tzinfo=UTC),
+        EmailKind.SHIPMENT_DISPATCHED: datetime(2030, 1, 2, tzinfo=UTC),
+        EmailKind.ORDER_CANCELLATION: datetime(2030, 1, 3, tzinfo=UTC),
+    }
+    ids = {kind: uuid.uuid4() for kind in sent_at}
+    for kind, email_id in ids.items():
+        await fetch(
+            databases.url("email"),
+            """INSERT INTO emails (email_id, order_id, recipient, subject, kind, status,
+                                   message_id, sent_at)
+               VALUES ($1, $2, 'ada@example.com', 'Your order', $3, 'sent', $4, $5)""",
+            email_id,
+            order_id,
+            kind.value,
+            f"<{email_id}@test>",
+            sent_at[kind],
+        )
+    newest_first = [
+        str(ids[kind]) for kind in sorted(ids, key=lambda k: (sent_at[k], ids[k]), reverse=True)
+    ]
+
+    by_threes = await pages(email, "/emails", 3, order_id=str(order_id))
+    by_twos = await pages(email, "/emails", 2)
+    unknown = await email.get("/emails", params={"after": str(uuid.uuid4())})
+
+    assert [[e["email_id"] for e in page] for page in by_threes] == [
+        newest_first[:3],
+        newest_first[3:],
+    ]
+    listed = [e["email_id"] for page in by_twos for e in page]
+    assert listed[:4] == newest_first
+    assert len(set(listed)) == len(listed)
+    assert unknown.status_code == 422
+    assert [e["loc"] for e in unknown.json()["detail"]] == [["query", "after"]]
 
 
 async def test_the_audit_counts_the_events_waiting_in_the_outbox(email, databases) -> None:

@@ -108,6 +108,19 @@ async def test_stock_is_set_and_read_back(inventory) -> None:
     assert bad.json()["detail"][0]["loc"] == ["body", "available"]
 
 
+@pytest.mark.parametrize("available", [False, True, "5", 5.0], ids=repr)
+async def test_a_stock_level_is_a_whole_number_never_a_boolean_or_a_string(
+    inventory, available
+) -> None:
+    sku = new_sku()
+
+    refused = await inventory.put(f"/stock/{sku}", json={"available": available})
+
+    assert refused.status_code == 422
+    assert [e["loc"] for e in refused.json()["detail"]] == [["body", "available"]]
+    assert (await inventory.get(f"/stock/{sku}")).status_code == 404
+
+
 @pytest.mark.parametrize("version", [1, 2], ids=["order.created.v1", "order.created.v2"])
 async def test_order_within_stock_is_reserved_and_announced(inventory, rabbitmq, version) -> None:
     a, b = new_sku(), new_sku()

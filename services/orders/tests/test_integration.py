@@ -1,7 +1,10 @@
 """Orders against the real RabbitMQ and PostgreSQL, in-process."""
 
 import asyncio
+import copy
+import functools
 import json
+import operator
 import shutil
 import time
 import uuid
@@ -26,6 +29,7 @@ from contracts import (
     StockReleasedV1,
     StockReservedV1,
 )
+from contracts.api import MAX_PAGE_SIZE, PAGE_SIZE
 from orders.config import OrdersSettings
 from orders.entrypoints.http import PlaceOrderRequest
 from orders.main import MIGRATIONS, create_app
@@ -50,7 +54,7 @@ ORDER = {
     "customer_email": "ada@example.com",
     "items": [
         {"sku": "SKU-1", "quantity": 2, "unit_price": "9.90"},
-        {"sku": "SKU-2", "quantity": 1, "unit_price": 5},
+        {"sku": "SKU-2", "quantity": 1, "unit_price": "5"},
     ],
     "shipping_address": ADDRESS,
 }
@@ -59,7 +63,7 @@ NAMED_ORDER = {
     "customer_name": "Ada Lovelace",
     "items": [
         {"sku": "SKU-1", "name": "Analytical engine", "quantity": 2, "unit_price": "9.90"},
-        {"sku": "SKU-2", "name": "Punched card", "quantity": 1, "unit_price": 5},
+        {"sku": "SKU-2", "name": "Punched card", "quantity": 1, "unit_price": "5"},
     ],
 }
 
@@ -251,23 +255,105 @@ async def test_without_names_the_customer_is_the_addressee_and_a_product_its_sku
         ({"customer_name": ""}, ["body", "customer_name"]),
         ({"items": []}, ["body", "items"]),
         (
-            {"items": [{"sku": "SKU-1", "quantity": 0, "unit_price": 1}]},
+            {"items": [{"sku": "SKU-1", "quantity": 0, "unit_price": "1"}]},
             ["body", "items", 0, "quantity"],
         ),
         (
-            {"items": [{"sku": "SKU-1", "name": "", "quantity": 1, "unit_price": 1}]},
+            {"items": [{"sku": "SKU-1", "name": "", "quantity": 1, "unit_price": "1"}]},
             ["body", "items", 0, "name"],
         ),
         (
             {"shipping_address": {**ADDRESS, "city": ""}},
             ["body", "shipping_address", "city"],
         ),
+        *(
+            (
+                {"items": [{"sku": "SKU-1", "quantity": quantity, "unit_price": "1"}]},
+                ["body", "items", 0, "quantity"],
+            )
+            for quantity in (True, "2", 2.0)
+        ),
+        (
+            {"items": [{"sku": "SKU-1", "quantity": 1, "unit_price": 9.9}]},
+            ["body", "items", 0, "unit_price"],
+        ),
+        (
+            {"items": [{"sku": "SKU-1", "quantity": 1, "unit_price": "1e5"}]},
+            ["body", "items", 0, "unit_price"],
+        ),
+        (
+            {"items": [{"sku": "SKU-1", "quantity": 2, "unit_price": "9999999999.99"}]},
+            ["body", "items"],
+        ),
+    ],
+    ids=[
+        "email",
+        "empty name",
+        "no items",
+        "no quantity",
+        "empty product name",
+        "empty city",
+        "quantity a boolean",
+        "quantity a numeric string",
+        "quantity a float",
+        "price a JSON number",
+        "price in exponent notation",
+        "total beyond what money holds",
     ],
 )
 async def test_a_bad_order_is_refused_naming_the_field(orders, change, field) -> None:
     response = await orders.post("/orders", json={**ORDER, **change})
     assert response.status_code == 422
     assert [e["loc"] for e in response.json()["detail"]] == [field]
+
+
+UNSTORABLE = {"NUL": "A\x00B", "lone surrogate": "A\ud800B"}
+"""Text PostgreSQL cannot store. `json.dumps` writes a lone surrogate as its JSON escape,
+`\\ud800`, as a hostile client would; httpx's `json=` cannot encode it at all."""
+
+
+def as_json(body: dict, path: tuple, text: str) -> dict:
+    """Arguments for a JSON request of `body` with `text` at `path`."""
+    changed = copy.deepcopy(body)
+    *parents, last = path
+    functools.reduce(operator.getitem, parents, changed)[last] = text
+    return {"content": json.dumps(changed), "headers": {"Content-Type": "application/json"}}
+
+
+@pytest.mark.parametrize("text", UNSTORABLE.values(), ids=UNSTORABLE)
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("customer_name",),
+        ("items", 0, "name"),
+        *(("shipping_address", field) for field in ("name", "line1", "city", "postal_code")),
+    ],
+    ids=lambda path: ".".join(map(str, path)),
+)
+async def test_text_the_database_cannot_store_is_refused_naming_the_field(
+    orders, path, text
+) -> None:
+    response = await orders.post("/orders", **as_json(NAMED_ORDER, path, text))
+
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", *path]
+    assert "text must not contain" in error["msg"]
+
+
+@pytest.mark.parametrize("text", UNSTORABLE.values(), ids=UNSTORABLE)
+async def test_a_cancellation_reason_the_database_cannot_store_is_refused(
+    orders, rabbitmq, text
+) -> None:
+    placed = await place(orders, rabbitmq)
+
+    response = await orders.post(
+        f"/orders/{placed.order_id}/cancel", **as_json({"reason": "no"}, ("reason",), text)
+    )
+
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "reason"]]
+    assert (await order_of(orders, placed.order_id))["status"] == "pending"
 
 
 async def test_unknown_order_is_404(orders) -> None:
@@ -735,6 +821,21 @@ async def test_availability_is_504_in_bounded_time_when_inventory_does_not_answe
 # What the audit reads
 
 
+async def audited(client, limit: int | None = None) -> list[dict]:
+    """Every order in GET /audit/orders, page after page (of `limit`, if given)."""
+    every: list[dict] = []
+    query = {} if limit is None else {"limit": limit}
+    while True:
+        response = await client.get("/audit/orders", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()["orders"]
+        assert len(page) <= (limit or PAGE_SIZE)
+        every += page
+        if len(page) < (limit or PAGE_SIZE):
+            return every
+        query["after"] = page[-1]["order_id"]
+
+
 async def test_the_audit_reads_each_orders_status_and_whether_it_was_ever_confirmed(
     orders, rabbitmq
 ) -> None:
@@ -743,7 +844,7 @@ async def test_the_audit_reads_each_orders_status_and_whether_it_was_ever_confir
     assert (await orders.post(f"/orders/{cancelled.order_id}/cancel")).status_code == 200
     pending = await place(orders, rabbitmq)
 
-    every = (await orders.get("/audit/orders")).json()["orders"]
+    every = await audited(orders)
     one = await orders.get("/audit/orders", params={"order_id": str(pending.order_id)})
     unknown_id = uuid.uuid4()
     unknown = await orders.get("/audit/orders", params={"order_id": str(unknown_id)})
@@ -759,3 +860,21 @@ async def test_the_audit_reads_each_orders_status_and_whether_it_was_ever_confir
         404,
         {"detail": f"order {unknown_id} not found"},
     )
+
+
+async def test_the_audit_answers_a_page_at_a_time_and_every_order_once(orders, rabbitmq) -> None:
+    placed = [str((await place(orders, rabbitmq)).order_id) for _ in range(3)]
+
+    first = await orders.get("/audit/orders", params={"limit": 2})
+    by_twos = [order["order_id"] for order in await audited(orders, limit=2)]
+    at_once = [order["order_id"] for order in await audited(orders)]
+    unknown = await orders.get("/audit/orders", params={"after": str(uuid.uuid4())})
+    too_many = await orders.get("/audit/orders", params={"limit": MAX_PAGE_SIZE + 1})
+
+    assert len(first.json()["orders"]) == 2
+    assert by_twos == at_once
+    assert len(set(by_twos)) == len(by_twos)
+    assert [order_id for order_id in by_twos if order_id in placed] == placed  # oldest first
+    assert unknown.status_code == too_many.status_code == 422
+    assert [e["loc"] for e in unknown.json()["detail"]] == [["query", "after"]]
+    assert [e["loc"] for e in too_many.json()["detail"]] == [["query", "limit"]]

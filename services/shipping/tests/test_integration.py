@@ -1,7 +1,8 @@
 """Shipping against the real RabbitMQ and PostgreSQL, in-process."""
 
+import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,12 +15,14 @@ from contracts import (
     ShipmentCancelledV1,
     ShipmentDispatchedV1,
 )
+from contracts.api import MAX_PAGE_SIZE
+from servicekit.failures import FAILURE_ATTEMPTS, FAILURE_REASON
 from shipping.config import ShippingSettings
 from shipping.main import MIGRATIONS, create_app
-from testkit.broker import about_order, publish_event, tap
+from testkit.broker import about_order, peek_queue, publish_event, publish_raw, tap
 from testkit.events import order_created
 from testkit.polling import eventually
-from testkit.probes import consumer_saw_duplicates, handled, published_about
+from testkit.probes import consumer_saw_duplicates, fetch, handled, published_about
 from testkit.services import service_under_test
 
 pytestmark = pytest.mark.integration
@@ -260,3 +263,73 @@ async def test_the_audit_reads_the_shipment_statuses_of_many_orders_at_once(
     assert response.json() == {
         "shipments": {asked[0]: ["preparing"], asked[1]: ["ready"], asked[2]: []}
     }
+
+
+async def test_shipments_are_listed_newest_first_a_page_at_a_time(shipping, databases) -> None:
+    """Made in 2030: newer than any other shipment of the module. Two at the same instant:
+    the id orders them."""
+    made_at = [datetime(2030, 1, day, tzinfo=UTC) for day in (1, 2, 2)]
+    ids = [uuid.uuid4() for _ in made_at]
+    for shipment_id, created_at in zip(ids, made_at, strict=True):
+        await fetch(
+            databases.url("shipping"),
+            """INSERT INTO shipments (shipment_id, order_id, status, shipping_address, lines,
+                                      created_at)
+               VALUES ($1, $2, 'cancelled', '{}', '[]', $3)""",
+            shipment_id,
+            uuid.uuid4(),
+            created_at,
+        )
+    newest_first = [str(i) for _, i in sorted(zip(made_at, ids, strict=True), reverse=True)]
+
+    first = await shipping.get("/shipments", params={"limit": 2})
+    after = first.json()[-1]["shipment_id"]
+    second = await shipping.get("/shipments", params={"limit": 2, "after": after})
+    unknown = await shipping.get("/shipments", params={"after": str(uuid.uuid4())})
+    empty = await shipping.get("/shipments", params={"limit": 0})
+
+    assert [s["shipment_id"] for s in first.json()] == newest_first[:2]
+    assert second.json()[0]["shipment_id"] == newest_first[2]
+    assert unknown.status_code == empty.status_code == 422
+    assert [e["loc"] for e in unknown.json()["detail"]] == [["query", "after"]]
+    assert [e["loc"] for e in empty.json()["detail"]] == [["query", "limit"]]
+
+
+async def test_the_audit_is_asked_about_a_page_of_orders_at_most(shipping) -> None:
+    asked = [str(uuid.uuid4()) for _ in range(MAX_PAGE_SIZE + 1)]
+
+    refused = await shipping.post("/audit/orders", json={"order_ids": asked})
+    answered = await shipping.post("/audit/orders", json={"order_ids": asked[:-1]})
+
+    assert refused.status_code == 422
+    assert [e["loc"] for e in refused.json()["detail"]] == [["body", "order_ids"]]
+    assert answered.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "text", ["12 St James\x00s Square", "12 St James\ud800s Square"], ids=["NUL", "surrogate"]
+)
+async def test_an_order_with_text_the_database_cannot_store_is_dead_lettered_at_once(
+    shipping, rabbitmq, text
+) -> None:
+    """A contract violation, not a failure to retry: its address would never insert."""
+    order = order_created(LINES)
+    body = order.model_dump(mode="json")
+    body["shipping_address"]["line1"] = text
+    await publish_raw(
+        rabbitmq.url,
+        order.routing_key(),
+        json.dumps(body).encode(),  # a lone surrogate as its JSON escape, `\ud800`
+        message_id=str(order.event_id),
+    )
+
+    async def dead_lettered() -> list:
+        letters = await peek_queue(rabbitmq.url, "shipping.dlq")
+        return [m for m in letters if m.message_id == str(order.event_id)]
+
+    [letter] = await eventually(dead_lettered)
+    reason = letter.headers[FAILURE_REASON]
+    assert "violates contract order.created.v2: shipping_address.line1: Value error, " in reason
+    assert "text must not contain" in reason
+    assert letter.headers[FAILURE_ATTEMPTS] == 1
+    assert await shipments(shipping, order.order_id) == []

@@ -10,7 +10,7 @@ waiting in a retry queue or dead-lettered. It never reads a service's tables.
 import os
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from contracts.api import MAX_PAGE_SIZE
 from contracts.audit import (
     EmailKind,
     EmailsAudit,
+    OrderAudit,
     OrderIds,
     OrdersAudit,
     OrderStatus,
@@ -34,11 +36,12 @@ from servicekit.registry import SERVICE_NAMES, SERVICES, ServiceEntry
 from servicekit.topology import dead_letter_queue_name
 
 from .broker import DEFAULT_AMQP_URL, QueueProbe, connect, service_depths
+from .credentials import TOKEN_VARIABLE, authorization
 from .errors import CommandError
 from .text import plural, redact
 
 HTTP_TIMEOUT = 30.0
-"""Seconds to wait for a service's answer (one request per service covers every order)."""
+"""Seconds to wait for a service's answer (about a page of orders at most)."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -182,6 +185,10 @@ class AuditConfig:
     service_urls: Mapping[str, str]
     """Each service's HTTP API, by service name."""
     amqp_url: str = DEFAULT_AMQP_URL
+    page_size: int = MAX_PAGE_SIZE
+    """Orders asked of orders in one request, and reported on by each other service in one."""
+    token: str | None = None
+    """The operator token (`orderctl token`) sent to every service; None: no token is sent."""
 
     @classmethod
     def from_env(
@@ -189,11 +196,12 @@ class AuditConfig:
         *,
         service_urls: Mapping[str, str] | None = None,
         amqp_url: str | None = None,
+        token: str | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> "AuditConfig":
         """Each service's URL from `service_urls`, else from its `<SERVICE>_URL`
-        (`ORDERS_URL`, ...), else the registry's default. CommandError for a name that is
-        not a service."""
+        (`ORDERS_URL`, ...), else the registry's default; the token from `token`, else
+        `ORDERCTL_TOKEN`. CommandError for a name that is not a service."""
         explicit = dict(service_urls or {})
         if unknown := sorted(explicit.keys() - set(SERVICE_NAMES)):
             raise CommandError(f"unknown service {unknown[0]!r}; known: {', '.join(SERVICE_NAMES)}")
@@ -203,7 +211,11 @@ class AuditConfig:
             or entry.default_url
             for entry in SERVICES
         }
-        return cls(urls, amqp_url or env.get("RABBITMQ_URL") or DEFAULT_AMQP_URL)
+        return cls(
+            urls,
+            amqp_url or env.get("RABBITMQ_URL") or DEFAULT_AMQP_URL,
+            token=token or env.get(TOKEN_VARIABLE),
+        )
 
 
 def url_variable(entry: ServiceEntry) -> str:
@@ -217,18 +229,48 @@ async def audit(config: AuditConfig, order_id: str | None = None) -> AuditReport
     Raises CommandError for what prevents the audit itself: a service or the broker not
     answering, or an `order_id` the orders service does not know.
     """
-    params = {} if order_id is None else {"order_id": str(_order_id(order_id))}
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+    only = None if order_id is None else _order_id(order_id)
+    checked = 0
+    problems: list[Problem] = []
+    async with httpx.AsyncClient(
+        timeout=HTTP_TIMEOUT, headers=authorization(config.token)
+    ) as client:
         services = ServiceApis(client, config.service_urls)
-        orders = (await services.get("orders", "/audit/orders", OrdersAudit, params)).orders
-        asked = OrderIds(order_ids=[order.order_id for order in orders])
-        reservations = await services.post("inventory", asked, ReservationsAudit)
-        shipments = await services.post("shipping", asked, ShipmentsAudit)
-        emails = await services.post("email", asked, EmailsAudit)
+        async for orders in _orders_a_page_at_a_time(services, config.page_size, only):
+            checked += len(orders)
+            problems += await _problems_of(services, orders)
         outboxes = [
             await services.get(service, "/audit/outbox", OutboxAudit)
             for service in config.service_urls
         ]
+    problems += [problem for outbox in outboxes for problem in _outbox_problems(outbox)]
+    problems += await _queue_problems(config.amqp_url, tuple(config.service_urls))
+    return AuditReport(checked, tuple(config.service_urls), problems)
+
+
+async def _orders_a_page_at_a_time(
+    services: "ServiceApis", page_size: int, only: uuid.UUID | None
+) -> AsyncIterator[list[OrderAudit]]:
+    """Every order orders holds, oldest first, in pages of `page_size`; or only `only`."""
+    if only is not None:
+        params = {"order_id": str(only)}
+        yield (await services.get("orders", "/audit/orders", OrdersAudit, params)).orders
+        return
+    params = {"limit": str(page_size)}
+    while True:
+        page = (await services.get("orders", "/audit/orders", OrdersAudit, params)).orders
+        yield page
+        if len(page) < page_size:
+            return
+        params["after"] = str(page[-1].order_id)
+
+
+async def _problems_of(services: "ServiceApis", orders: list[OrderAudit]) -> list[Problem]:
+    """What is wrong with each of these orders, from what every other service holds."""
+    asked = OrderIds(order_ids=[order.order_id for order in orders])
+    reservations = await services.post("inventory", asked, ReservationsAudit)
+    shipments = await services.post("shipping", asked, ShipmentsAudit)
+    emails = await services.post("email", asked, EmailsAudit)
     facts = [
         OrderFacts(
             order.order_id,
@@ -240,10 +282,7 @@ async def audit(config: AuditConfig, order_id: str | None = None) -> AuditReport
         )
         for order in orders
     ]
-    problems = [problem for order in facts for problem in order_problems(order)]
-    problems += [problem for outbox in outboxes for problem in _outbox_problems(outbox)]
-    problems += await _queue_problems(config.amqp_url, tuple(config.service_urls))
-    return AuditReport(len(orders), tuple(config.service_urls), problems)
+    return [problem for order in facts for problem in order_problems(order)]
 
 
 def _order_id(order_id: str) -> uuid.UUID:

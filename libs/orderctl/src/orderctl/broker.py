@@ -15,6 +15,7 @@ from servicekit.topology import (
     wait_queue_name,
     work_queue_name,
 )
+from servicekit.wire import tolerate_undecodable_text
 
 from .errors import CommandError
 from .text import redact
@@ -25,7 +26,9 @@ CONNECT_TIMEOUT = 10.0
 
 @asynccontextmanager
 async def connect(url: str) -> AsyncIterator[AbstractConnection]:
-    """A plain (not robust) connection: an operator wants an error now, not reconnects."""
+    """A plain (not robust) connection: an operator wants an error now, not reconnects.
+    A dead letter that is not UTF-8 where AMQP requires it is read, not a dropped connection."""
+    tolerate_undecodable_text()
     try:
         connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT)
     except InvalidFrameError as exc:  # the broker answered Connection.Open with a close

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Coroutine
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -20,7 +21,7 @@ from rich.text import Text
 
 from servicekit.registry import SERVICE_NAMES, SERVICES
 
-from . import provision, views
+from . import credentials, provision, views
 from .audit import AuditConfig, audit, url_variable
 from .broker import (
     DEFAULT_AMQP_URL,
@@ -43,7 +44,8 @@ from .text import plural, redact
 T = TypeVar("T")
 
 app = typer.Typer(
-    help="Operate orderflow: dead letters, an end-to-end audit of orders, provisioning.",
+    help="Operate orderflow: dead letters, an end-to-end audit of orders, provisioning, "
+    "operator tokens.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -358,6 +360,38 @@ def provision_rabbitmq(
     typer.echo(provision.render_definitions(definitions), nl=False)
 
 
+@app.command("token")
+def token_command(
+    private_key: Annotated[
+        Path,
+        typer.Option(
+            "--private-key",
+            metavar="PATH",
+            envvar="ORDERCTL_PRIVATE_KEY",
+            help="The operator's Ed25519 private key (PEM, unencrypted).",
+            show_default=False,
+        ),
+    ],
+    ttl: Annotated[
+        str, typer.Option("--ttl", help="How long the token is valid: 90s, 15m, 8h, 7d.")
+    ] = "1h",
+    subject: Annotated[
+        str, typer.Option("--subject", help="Whose token it is (its `sub`), e.g. your name.")
+    ] = "operator",
+) -> None:
+    """Print an operator token for the services' operator routes (stock, reservations,
+    shipments, emails, `/audit`), which every service holding the public key accepts:
+    `export ORDERCTL_TOKEN=$(orderctl token --private-key operator.key)`."""
+    try:
+        lifetime = credentials.duration(ttl)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ttl") from None
+    try:
+        typer.echo(credentials.operator_token(private_key, lifetime, subject))
+    except CommandError as exc:
+        _fail(exc)
+
+
 @app.command("audit", epilog=views.expectations_markdown())
 def audit_command(
     order_id: Annotated[
@@ -387,7 +421,8 @@ def audit_command(
 
     Every order must have gone through every service exactly once, with what each service
     holds matching the order's status; every outbox must be drained, and no message may
-    wait in a retry or dead-letter queue.
+    wait in a retry or dead-letter queue. The services' audit routes are operator routes:
+    set `ORDERCTL_TOKEN` (`orderctl token`) for services that check tokens.
     """
     config = AuditConfig.from_env(service_urls=_service_urls(service_urls or []), amqp_url=url)
     report = _run(audit(config, order_id))

@@ -8,9 +8,12 @@ from fastapi import APIRouter, Request
 
 from contracts.audit import OutboxAudit
 
+from .auth import OPERATOR_ONLY_RESPONSES, OperatorOnly
 from .outbox import count_unpublished
 
-audit_router = APIRouter(prefix="/audit", tags=["audit"])
+audit_router = APIRouter(
+    prefix="/audit", tags=["audit"], dependencies=[OperatorOnly], responses=OPERATOR_ONLY_RESPONSES
+)
 
 
 @audit_router.get("/outbox")

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from aio_pika import IncomingMessage
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
@@ -45,11 +46,17 @@ from pydantic import ValidationError
 
 from contracts import Event, routing_key, versions
 
-from . import failures, telemetry
+from . import failures, telemetry, wire
 from .batching import Batches, outcome_of
 from .logs import handling
 from .outbox import staged, tracking_writes
-from .topology import DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, ServiceTopology
+from .topology import (
+    DEFAULT_RETRY_DELAYS,
+    DELIVERY_LIMIT,
+    EVENTS_EXCHANGE,
+    ServiceTopology,
+    work_queue_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +133,8 @@ def decode_event(body: bytes, known: Mapping[str, type[Event]]) -> Event:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PermanentFailure(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise PermanentFailure("malformed JSON: nested too deeply to be an event") from exc
     if not isinstance(data, dict):
         raise PermanentFailure(f"body is a JSON {type(data).__name__}, not an event object")
     key = routing_key(data.get("event_type"), data.get("schema_version"))
@@ -134,6 +143,8 @@ def decode_event(body: bytes, known: Mapping[str, type[Event]]) -> Event:
         raise PermanentFailure(f"unknown event {key!r}; handled here: {', '.join(sorted(known))}")
     try:
         return event_class.model_validate(data)
+    except RecursionError as exc:
+        raise PermanentFailure(f"violates contract {key}: nested too deeply") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()
@@ -175,6 +186,25 @@ async def record_processed(conn: asyncpg.Connection, event: Event) -> bool:
     return first_seen
 
 
+def _text_properties(raw: IncomingMessage) -> dict[str, Any]:
+    return {name: getattr(raw, name, None) for name in wire.TEXT_PROPERTIES}
+
+
+def _check_published_as(event: Event, raw: IncomingMessage) -> None:
+    """The body says what the event is; the routing key it was published under and its `type`
+    property, where known, must say the same, or a consumer would act on the body alone."""
+    exchange, key = failures.original_route(raw.headers, raw.exchange or "", raw.routing_key or "")
+    claims = {
+        "routing key": key if exchange == EVENTS_EXCHANGE.name else None,
+        "type property": raw.type,
+    }
+    for claim, value in claims.items():
+        if value and value != event.routing_key():
+            raise PermanentFailure(
+                f"the body is {event.routing_key()} but its {claim} is {value!r}"
+            )
+
+
 class _FailedInBatch(Exception):
     """A message of a batch run without savepoints failed: the batch rolls back."""
 
@@ -213,6 +243,7 @@ class EventConsumer:
         sent): each gets a transaction of its own even with batches, so a batch that fails
         to commit never repeats them. `after_commit` is called once a transaction that
         wrote outbox rows has committed (the service wakes its outbox relay with it)."""
+        wire.tolerate_undecodable_text()  # one undecodable message must not drop the connection
         self._known = accepted_events(handlers, readable_as)
         self._after_commit = after_commit
         self.topology = ServiceTopology(service, tuple(self._known), tuple(retry_delays))
@@ -262,16 +293,41 @@ class EventConsumer:
         return subscriber
 
     async def process(self, message: RabbitMessage, next_delay: float) -> None:
-        runs = failures.unsettled_runs(message.raw_message.headers, self._consuming)
-        if runs >= POISON_RUNS:
-            poison = PermanentFailure(
-                f"poison message: delivered {runs} x {DELIVERY_LIMIT} times without being "
-                "settled; the consumer crashes or hangs on it"
+        """Settle the message, whatever it holds: a failure of this path itself is logged and
+        rejected, so the broker moves the message along its retry chain."""
+        try:
+            await self._process(message, next_delay)
+        except Exception:
+            log.exception(
+                "event %s: handling failed outside the failure paths; rejected",
+                wire.printable(message.raw_message.message_id),
             )
-            await self._dead_letter_or_keep(message, poison, attempts=self._attempt(message))
+            with contextlib.suppress(Exception):  # settled already, or the channel is gone
+                await message.reject()
+
+    async def _process(self, message: RabbitMessage, next_delay: float) -> None:
+        raw = message.raw_message
+        undecodable = wire.undecodable_parts(_text_properties(raw), raw.headers)
+        from_publisher = raw.exchange == EVENTS_EXCHANGE.name
+        if (
+            from_publisher
+            and not undecodable
+            and (forged := failures.steering_headers(raw.headers))
+        ):
+            await self._resubmit_without(message, forged)
             return
         try:
-            event = self._decode(message.raw_message.body)
+            if undecodable:
+                raise PermanentFailure(
+                    f"not UTF-8 where AMQP requires it: {', '.join(undecodable)}"
+                )
+            runs = failures.unsettled_runs(raw.headers, self._consuming)
+            if runs >= POISON_RUNS:
+                raise PermanentFailure(
+                    f"poison message: delivered {runs} x {DELIVERY_LIMIT} times without being "
+                    "settled; the consumer crashes or hangs on it"
+                )
+            event = self._decode(raw)
             if self._batches is None or type(event) in self._applied_alone:
                 had_effect = await self._apply_alone(event)
             else:
@@ -290,9 +346,10 @@ class EventConsumer:
                 self.stats.duplicates += 1
             self._count(message, "processed" if had_effect else "duplicate")
 
-    def _decode(self, body: bytes) -> Event:
+    def _decode(self, raw: IncomingMessage) -> Event:
         """The event in the body, upcast to the version its handler takes."""
-        written = decode_event(body, self._known)
+        written = decode_event(raw.body, self._known)
+        _check_published_as(written, raw)
         log.debug("event %s (%s) received", written.event_id, written.routing_key())
         if order_id := getattr(written, "order_id", None):
             telemetry.tag_order(order_id)
@@ -394,8 +451,53 @@ class EventConsumer:
         finally:
             await pool.release(conn)
 
+    async def _resubmit_without(self, message: RabbitMessage, forged: Sequence[str]) -> None:
+        """Send a message that came from a publisher with steering headers back to the work
+        queue without them, then ack it: rejected as it is, the broker would add its counts
+        to the forged ones. The copy carries the route it was published under."""
+        raw = message.raw_message
+        headers = {name: value for name, value in (raw.headers or {}).items() if name not in forged}
+        headers[failures.ORIGINAL_EXCHANGE] = raw.exchange
+        headers[failures.ORIGINAL_ROUTING_KEY] = raw.routing_key
+        work_queue = work_queue_name(self.topology.service)
+        try:
+            await self._broker.publish(
+                raw.body,
+                exchange="",
+                routing_key=work_queue,
+                persist=True,
+                mandatory=True,
+                message_id=raw.message_id,
+                correlation_id=raw.correlation_id,
+                message_type=raw.type,
+                content_type=raw.content_type,
+                headers=headers,
+            )
+        except Exception as exc:  # noqa: BLE001 - cannot publish now: keep the message
+            log.warning(
+                "event %s: cannot resubmit it now (%s: %s); requeued",
+                raw.message_id,
+                type(exc).__name__,
+                exc,
+            )
+            await message.nack(requeue=True)
+            return
+        log.warning(
+            "event %s came from %s with %s, which only the broker and replays write: "
+            "resubmitted to %s without them",
+            raw.message_id,
+            raw.exchange,
+            ", ".join(forged),
+            work_queue,
+        )
+        self._count(message, "resubmitted")
+        await message.ack()
+
     def _count(self, message: RabbitMessage, outcome: str) -> None:
-        self.outcomes[(message.raw_message.type or "unknown", outcome)] += 1
+        """Counted by the message's type if it is one this service reads: a publisher's own
+        types would add a metric series each."""
+        claimed = message.raw_message.type
+        self.outcomes[(claimed if claimed in self._known else "unknown", outcome)] += 1
 
     def _attempt(self, message: RabbitMessage) -> int:
         """This delivery's attempt number, from the broker's count of earlier failures."""
@@ -413,7 +515,7 @@ class EventConsumer:
         self._count(message, "retried")
         log.warning(
             "event %s: %s (%s: %s); retrying in %gs",
-            message.raw_message.message_id,
+            wire.printable(message.raw_message.message_id),
             "outage, attempts not spent" if outage else f"attempt {attempt}/{self.max_attempts}",
             type(exc).__name__,
             exc,
@@ -429,7 +531,7 @@ class EventConsumer:
         except Exception as exc:  # noqa: BLE001 - cannot reach the DLQ now: keep the message
             log.warning(
                 "event %s: cannot dead-letter it now (%s: %s); requeued",
-                message.raw_message.message_id,
+                wire.printable(message.raw_message.message_id),
                 type(exc).__name__,
                 exc,
             )
@@ -464,15 +566,15 @@ class EventConsumer:
             routing_key=key,
             persist=True,
             mandatory=True,
-            message_id=raw.message_id,
-            correlation_id=raw.correlation_id,
-            message_type=raw.type,
-            content_type=raw.content_type,
+            message_id=wire.decodable(raw.message_id),
+            correlation_id=wire.decodable(raw.correlation_id),
+            message_type=wire.decodable(raw.type),
+            content_type=wire.decodable(raw.content_type),
             headers=headers,
         )
         log.error(
             "event %s dead-lettered to %s after %d attempt(s): %s: %s",
-            raw.message_id,
+            wire.printable(raw.message_id),
             self.topology.dead_letter_queue.name,
             attempts,
             headers[failures.FAILURE_EXCEPTION],

@@ -10,6 +10,8 @@ from uuid import UUID
 import asyncpg
 from yarl import URL
 
+from contracts.api import Page
+
 log = logging.getLogger(__name__)
 
 KIT_MIGRATIONS = Path(__file__).with_name("migrations")
@@ -153,3 +155,15 @@ async def values_by_order(
     for order_id, value in await conn.fetch(query, list(order_ids)):
         values[order_id].append(value)
     return values
+
+
+async def page_start(
+    conn: asyncpg.Connection, page: Page, sort_key_of: str
+) -> tuple[object, object] | None:
+    """Where a page of a list ordered by (timestamp, id) starts: the sort key of the item it
+    goes on after, `(None, None)` for the first page; None when `page.after` is no item's id.
+    `sort_key_of` selects that key of the item whose id is `$1`."""
+    if page.after is None:
+        return (None, None)
+    last = await conn.fetchrow(sort_key_of, page.after)
+    return None if last is None else (last[0], last[1])

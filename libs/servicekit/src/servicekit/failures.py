@@ -32,6 +32,16 @@ BROKER_HISTORY = (
 """Headers the broker writes while dead-lettering. A replay removes them: republished, RabbitMQ
 3.10 would keep counting on them, and the replayed message would start out of attempts."""
 
+STEERING = (*BROKER_HISTORY, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY)
+"""Headers that decide how a message is handled: its attempts, and the route it was published
+under. Only the broker (dead-lettering) and a replay write them, so on a message straight from
+a publisher they are forged."""
+
+
+def steering_headers(headers: Mapping[str, Any] | None) -> list[str]:
+    """The steering headers present in `headers`."""
+    return [name for name in STEERING if name in (headers or {})]
+
 
 @dataclass(frozen=True)
 class Death:
@@ -46,20 +56,39 @@ class Death:
 
 
 def deaths(headers: Mapping[str, Any] | None) -> list[Death]:
-    """The broker's dead-letter history of a message, newest first as RabbitMQ keeps it."""
-    entries = (headers or {}).get("x-death") or []
-    return [
-        Death(
-            queue=str(entry.get("queue", "")),
-            reason=str(entry.get("reason", "")),
-            count=int(entry.get("count", 1)),
-            time=_as_utc(entry.get("time")),
-            exchange=str(entry.get("exchange", "")),
-            routing_keys=tuple(str(key) for key in entry.get("routing-keys") or ()),
-        )
-        for entry in entries
-        if isinstance(entry, Mapping)
-    ]
+    """The broker's dead-letter history of a message, newest first as RabbitMQ keeps it.
+
+    Headers are whatever a publisher wrote, so anything that is not an entry as the broker
+    writes it (a queue and a reason, a count from 1 to `MAX_DEATH_COUNT`) is skipped."""
+    entries = (headers or {}).get("x-death")
+    if not isinstance(entries, list | tuple):
+        return []
+    return [death for entry in entries if (death := _death(entry)) is not None]
+
+
+MAX_DEATH_COUNT = 1_000_000
+"""More than a retry loop waiting out an outage for years would write."""
+
+
+def _death(entry: object) -> Death | None:
+    if not isinstance(entry, Mapping):
+        return None
+    queue, reason, count = entry.get("queue"), entry.get("reason"), entry.get("count")
+    if not (isinstance(queue, str) and isinstance(reason, str)):
+        return None
+    if type(count) is not int or not 1 <= count <= MAX_DEATH_COUNT:
+        return None
+    exchange, keys = entry.get("exchange"), entry.get("routing-keys")
+    return Death(
+        queue=queue,
+        reason=reason,
+        count=count,
+        time=_as_utc(entry.get("time")),
+        exchange=exchange if isinstance(exchange, str) else "",
+        routing_keys=tuple(k for k in keys if isinstance(k, str))
+        if isinstance(keys, list | tuple)
+        else (),
+    )
 
 
 def failed_deliveries(headers: Mapping[str, Any] | None, queues: Iterable[str]) -> int:
@@ -93,8 +122,12 @@ def original_route(
 ) -> tuple[str, str]:
     """Where the message was first published: retries and replays re-route it by queue name."""
     headers = headers or {}
-    if ORIGINAL_ROUTING_KEY in headers:
-        return str(headers.get(ORIGINAL_EXCHANGE, "")), str(headers[ORIGINAL_ROUTING_KEY])
+    replayed_exchange, replayed_key = (
+        headers.get(ORIGINAL_EXCHANGE),
+        headers.get(ORIGINAL_ROUTING_KEY),
+    )
+    if isinstance(replayed_exchange, str) and isinstance(replayed_key, str):
+        return replayed_exchange, replayed_key
     # Every hop after the first goes through the default exchange ("") by queue name.
     published = next((d for d in deaths(headers) if d.exchange and d.routing_keys), None)
     if published is not None:

@@ -18,7 +18,10 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@health_router.get("/ready")
+@health_router.get(
+    "/ready",
+    responses={503: {"description": "Not ready: the body's `checks` say what failed"}},
+)
 async def ready(request: Request) -> JSONResponse:
     """200 only while the database and RabbitMQ answer and the consumers are attached.
 

@@ -79,7 +79,7 @@ class RuntimeCollector(Collector):
         outcomes = CounterMetricFamily(
             "consumer_messages",
             "Messages the consumer settled since start, by event type and outcome "
-            "(processed, duplicate, retried, dead_lettered).",
+            "(processed, duplicate, retried, dead_lettered, resubmitted).",
             labels=["event_type", "outcome"],
         )
         for (event_type, outcome), count in sorted(self._runtime.consumer.outcomes.items()):

@@ -3,6 +3,10 @@
 The asker publishes to the responder's queue with RabbitMQ's direct reply-to and a
 correlation id (FastStream's `broker.request`), and gives up after a timeout. The request
 expires with the asker's patience, so a responder that was down never answers stale queries.
+
+The reply is not mandatory: RabbitMQ 3.10 returns every mandatory publish to a direct reply-to
+address as unroutable (NO_ROUTE), delivered or not, so a return would say nothing. A reply
+whose asker has gone is dropped by the broker, as the asker no longer waits for it.
 """
 
 import asyncio
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
-from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitResponse
 from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
@@ -50,9 +54,10 @@ def subscribe_responder(
     """Register the responder on `broker`; FastStream sends the return value to `reply_to`."""
     request_model = responder.request
 
-    async def respond(body: dict[str, Any]) -> dict[str, Any]:
+    async def respond(body: dict[str, Any]) -> RabbitResponse:
         reply = await responder.answer(pool(), request_model.model_validate(body))
-        return reply.model_dump(mode="json")
+        log.debug("%s answered", responder.queue)
+        return RabbitResponse(reply.model_dump(mode="json"), mandatory=False)
 
     respond.__doc__ = f"Answers {request_model.__name__} with the current state."
     return broker.subscriber(

@@ -4,15 +4,19 @@ import ssl
 from typing import Literal, Self
 
 from pydantic import Field, FilePath, PositiveFloat, model_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
+from .auth import OperatorPublicKeySetting
 from .logs import LogFormat
 from .topology import DEFAULT_RETRY_DELAYS
 
 
 class ServiceSettings(BaseSettings):
     """Validated at start-up. Subclasses set `env_prefix` and the defaults that differ."""
+
+    # A refused setting is named, never echoed: values hold passwords, secrets and keys.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
 
     environment: Literal["development", "production"] = "development"
     database_url: str
@@ -22,6 +26,12 @@ class ServiceSettings(BaseSettings):
     )
     rabbitmq_ca_file: FilePath | None = Field(
         None, description="CA bundle (PEM) the broker's certificate is verified against"
+    )
+    operator_token_public_key: OperatorPublicKeySetting | None = Field(
+        None,
+        description="Ed25519 public key (PEM, or the path of a PEM file) that operator tokens "
+        "are verified with; required in production. Unset in development: the operator "
+        "routes are open.",
     )
     http_host: str = "127.0.0.1"
     http_port: int
@@ -102,4 +112,14 @@ class ServiceSettings(BaseSettings):
     def _no_default_credentials_in_production(self) -> Self:
         if self.environment == "production" and URL(self.rabbitmq_url).password in (None, "guest"):
             raise ValueError("rabbitmq_url uses the default guest credentials in production")
+        return self
+
+    @model_validator(mode="after")
+    def _operator_key_in_production(self) -> Self:
+        if self.environment == "production" and self.operator_token_public_key is None:
+            variable = f"{self.model_config.get('env_prefix', '')}OPERATOR_TOKEN_PUBLIC_KEY"
+            raise ValueError(
+                f"operator_token_public_key ({variable}) is not set: in production the "
+                "operator routes accept only tokens it verifies (`orderctl token`)"
+            )
         return self

@@ -12,6 +12,19 @@ import aio_pika
 from contracts import Event
 
 
+class RawText(str):
+    """Text that goes on the wire as the bytes it is made of, UTF-8 or not, as a client
+    other than pamqp could send it (pamqp encodes every string as `value.encode("utf-8")`)."""
+
+    def __new__(cls, raw: bytes) -> "RawText":
+        text = super().__new__(cls, raw.decode("latin-1"))
+        text.raw = raw
+        return text
+
+    def encode(self, *_: Any, **__: Any) -> bytes:
+        return self.raw
+
+
 async def publish_raw(
     url: str,
     routing_key: str,
@@ -20,23 +33,23 @@ async def publish_raw(
     message_id: str | None = None,
     exchange: str = "events",
     headers: dict[str, Any] | None = None,
+    content_type: str = "application/json",
+    message_type: str | None = None,
 ) -> None:
     """Publish bytes as any producer could: persistent, mandatory, confirmed."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         target = await channel.get_exchange(exchange, ensure=False)
-        await target.publish(
-            aio_pika.Message(
-                body,
-                message_id=message_id or str(uuid.uuid4()),
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                headers=headers,
-            ),
-            routing_key=routing_key,
-            mandatory=True,
+        message = aio_pika.Message(
+            body,
+            message_id=message_id or str(uuid.uuid4()),
+            content_type=content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
         )
+        message.type = message_type  # set as given: the constructor would make a RawText a str
+        await target.publish(message, routing_key=routing_key, mandatory=True)
 
 
 async def publish_event(url: str, event: Event) -> None:

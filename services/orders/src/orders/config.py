@@ -3,13 +3,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.auth import OrderTokenSettings
 from servicekit.registry import service
 from servicekit.settings import ServiceSettings
 
 SERVICE_ENTRY = service("orders")
 
 
-class OrdersSettings(ServiceSettings):
+class OrdersSettings(ServiceSettings, OrderTokenSettings):
     model_config = SettingsConfigDict(env_prefix=SERVICE_ENTRY.env_prefix)
 
     database_url: str = SERVICE_ENTRY.default_database_url

@@ -6,7 +6,8 @@ from uuid import UUID
 
 import asyncpg
 
-from servicekit.db import values_by_order
+from contracts.api import Page
+from servicekit.db import page_start, values_by_order
 
 from ..domain.emails import CustomerOrder, OutgoingEmail
 
@@ -56,12 +57,23 @@ async def record_sent(conn: asyncpg.Connection, email: OutgoingEmail) -> None:
     )
 
 
-async def list_emails(conn: asyncpg.Connection, order_id: UUID | None) -> list[dict[str, Any]]:
+async def list_emails(
+    conn: asyncpg.Connection, order_id: UUID | None, page: Page
+) -> list[dict[str, Any]] | None:
+    """A page of the emails (about `order_id`, if given), newest first; None when
+    `page.after` is no email's id."""
+    after = await page_start(conn, page, "SELECT sent_at, email_id FROM emails WHERE email_id = $1")
+    if after is None:
+        return None
     rows = await conn.fetch(
         """SELECT email_id, order_id, recipient AS "to", subject, kind, status, sent_at
-           FROM emails WHERE $1::uuid IS NULL OR order_id = $1
-           ORDER BY sent_at DESC LIMIT 100""",
+           FROM emails
+           WHERE ($1::uuid IS NULL OR order_id = $1)
+             AND ($2::timestamptz IS NULL OR (sent_at, email_id) < ($2, $3::uuid))
+           ORDER BY sent_at DESC, email_id DESC LIMIT $4""",
         order_id,
+        *after,
+        page.limit,
     )
     return [dict(row) for row in rows]
 

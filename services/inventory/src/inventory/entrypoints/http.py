@@ -4,29 +4,36 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, Field
+from pydantic import Field, StrictInt
 
+from contracts.api import UNREADABLE_BODY, ErrorMessage
 from contracts.audit import OrderIds, ReservationsAudit
-from contracts.common import Sku
+from contracts.common import Sku, WireModel
+from servicekit.auth import OPERATOR_ONLY_RESPONSES, OperatorOnly
 from servicekit.dependencies import PoolDep
 
 from .. import handlers
 from ..adapters import repository
 
-router = APIRouter(tags=["inventory"])
+router = APIRouter(
+    tags=["inventory"], dependencies=[OperatorOnly], responses=OPERATOR_ONLY_RESPONSES
+)
 
 
-class StockLevel(BaseModel):
-    available: int = Field(ge=0, le=1_000_000_000)
+class StockLevel(WireModel):
+    available: StrictInt = Field(ge=0, le=1_000_000_000)
 
 
-@router.put("/stock/{sku}")
+@router.put("/stock/{sku}", responses=UNREADABLE_BODY)
 async def set_stock(sku: Sku, body: StockLevel, pool: PoolDep) -> dict[str, Any]:
     """Set how many units of `sku` are available to reserve; reservations are kept."""
     return await handlers.set_stock(pool, sku, body.available)
 
 
-@router.get("/stock/{sku}")
+@router.get(
+    "/stock/{sku}",
+    responses={status.HTTP_404_NOT_FOUND: {"model": ErrorMessage, "description": "Not stocked"}},
+)
 async def get_stock(sku: Sku, pool: PoolDep) -> dict[str, Any]:
     async with pool.acquire() as conn:
         stock = await repository.fetch_stock(conn, sku)
@@ -35,7 +42,15 @@ async def get_stock(sku: Sku, pool: PoolDep) -> dict[str, Any]:
     return stock
 
 
-@router.get("/reservations/{order_id}")
+@router.get(
+    "/reservations/{order_id}",
+    responses={
+        status.HTTP_404_NOT_FOUND: {
+            "model": ErrorMessage,
+            "description": "No reservation for the order (yet)",
+        }
+    },
+)
 async def get_reservation(order_id: UUID, pool: PoolDep) -> dict[str, Any]:
     async with pool.acquire() as conn:
         reservation = await repository.fetch_reservation(conn, order_id)
@@ -44,7 +59,7 @@ async def get_reservation(order_id: UUID, pool: PoolDep) -> dict[str, Any]:
     return reservation
 
 
-@router.post("/audit/orders", tags=["audit"])
+@router.post("/audit/orders", tags=["audit"], responses=UNREADABLE_BODY)
 async def audit_reservations(body: OrderIds, pool: PoolDep) -> ReservationsAudit:
     """For `orderctl audit`: the status of each reservation of each order asked about."""
     async with pool.acquire() as conn:

@@ -7,6 +7,8 @@ from uuid import UUID
 import asyncpg
 
 from contracts import Event, OrderCreatedV2
+from contracts.api import Page
+from servicekit.db import page_start
 
 from ..domain.order import OrderStatus
 
@@ -129,18 +131,32 @@ async def fetch_order(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any
     return {**dict(row), "timeline": timeline, "history": history}
 
 
-async def audit_orders(conn: asyncpg.Connection, order_id: UUID | None) -> list[asyncpg.Record]:
-    """Each order's (order_id, status, was_confirmed), oldest first; or only `order_id`'s.
-    Confirmed once: its history has an event that moved it to confirmed."""
+AUDITED = f"""SELECT order_id, status, EXISTS (
+                     SELECT 1 FROM order_history AS h
+                     WHERE h.order_id = o.order_id AND h.status_after = '{OrderStatus.CONFIRMED}'
+                 ) AS was_confirmed
+             FROM orders AS o"""
+"""Each order's (order_id, status, was_confirmed). Confirmed once: its history has an event
+that moved it to confirmed."""
+
+
+async def audit_order(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"{AUDITED} WHERE order_id = $1", order_id)
+
+
+async def audit_orders(conn: asyncpg.Connection, page: Page) -> list[asyncpg.Record] | None:
+    """A page of the orders, oldest first (by when placed, then by id); None when
+    `page.after` is no order's id."""
+    after = await page_start(
+        conn, page, "SELECT created_at, order_id FROM orders WHERE order_id = $1"
+    )
+    if after is None:
+        return None
     return await conn.fetch(
-        """SELECT order_id, status, EXISTS (
-                      SELECT 1 FROM order_history AS h
-                      WHERE h.order_id = o.order_id AND h.status_after = $2
-                  ) AS was_confirmed
-           FROM orders AS o WHERE $1::uuid IS NULL OR order_id = $1
-           ORDER BY created_at, order_id""",
-        order_id,
-        OrderStatus.CONFIRMED.value,
+        f"""{AUDITED} WHERE $1::timestamptz IS NULL OR (created_at, order_id) > ($1, $2::uuid)
+            ORDER BY created_at, order_id LIMIT $3""",
+        *after,
+        page.limit,
     )
 
 

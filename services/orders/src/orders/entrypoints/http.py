@@ -15,7 +15,7 @@ from fastapi import (
     Response,
     status,
 )
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field, StrictInt, field_validator
 
 from contracts import (
     AVAILABILITY_QUEUE,
@@ -26,8 +26,16 @@ from contracts import (
     OrderLineV2,
     ShippingAddress,
 )
+from contracts.api import UNREADABLE_BODY, ErrorMessage, Page
 from contracts.audit import OrderAudit, OrdersAudit
-from contracts.common import CurrencyCode, Money, Sku
+from contracts.common import MAX_AMOUNT, Amount, CurrencyCode, Sku, WireModel
+from servicekit.auth import (
+    OPERATOR_ONLY_RESPONSES,
+    ORDER_ACCESS_RESPONSES,
+    OperatorOnly,
+    OrderAccess,
+    mint_order_token,
+)
 from servicekit.dependencies import PoolDep, RuntimeDep
 from servicekit.rpc import NoReply, ask
 from servicekit.telemetry import current_context, tag_order
@@ -46,14 +54,14 @@ async def get_placing(request: Request) -> handlers.OrderPlacing:
 PlacingDep = Annotated[handlers.OrderPlacing, Depends(get_placing)]
 
 
-class OrderItem(BaseModel):
+class OrderItem(WireModel):
     sku: Sku
     name: str | None = Field(None, min_length=1, max_length=200, description="Defaults to sku.")
-    quantity: int = Field(gt=0, le=10_000)
-    unit_price: Money
+    quantity: StrictInt = Field(gt=0, le=10_000)
+    unit_price: Amount
 
 
-class PlaceOrderRequest(BaseModel):
+class PlaceOrderRequest(WireModel):
     customer_email: EmailStr
     customer_name: str | None = Field(
         None, min_length=1, max_length=200, description="Defaults to the addressee's name."
@@ -61,6 +69,15 @@ class PlaceOrderRequest(BaseModel):
     items: list[OrderItem] = Field(min_length=1, max_length=100)
     shipping_address: ShippingAddress
     currency: CurrencyCode = "EUR"
+
+    @field_validator("items")
+    @classmethod
+    def _total_is_an_amount(cls, items: list[OrderItem]) -> list[OrderItem]:
+        if (total := order_total(items)) > MAX_AMOUNT:
+            raise ValueError(
+                f"the order's total, {total}, is more than an order may cost: {MAX_AMOUNT}"
+            )
+        return items
 
     def as_new_order(self) -> handlers.NewOrder:
         return handlers.NewOrder(
@@ -89,7 +106,15 @@ class OrderAccepted(BaseModel):
     status: str
 
 
-class CancelRequest(BaseModel):
+class OrderPlaced(OrderAccepted):
+    access_token: str | None = Field(
+        None,
+        description="Bearer token for GET /orders/{order_id} and its cancel: this order "
+        "alone, until it expires. Absent where the service checks no order tokens.",
+    )
+
+
+class CancelRequest(WireModel):
     reason: str = Field("cancelled by the customer", min_length=1, max_length=500)
 
 
@@ -104,21 +129,27 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
+NOT_FOUND = {status.HTTP_404_NOT_FOUND: {"model": ErrorMessage, "description": "No such order"}}
+
+
 @router.post(
     "/orders",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=OrderAccepted,
-    responses={422: {"description": "Invalid body, or Idempotency-Key reused with another"}},
+    response_model=OrderPlaced,
+    response_model_exclude_none=True,
+    responses=UNREADABLE_BODY,
 )
 async def place_order(
     body: PlaceOrderRequest,
     placing: PlacingDep,
+    runtime: RuntimeDep,
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
     correlation_id: Annotated[UUID | None, Header(alias="X-Correlation-ID")] = None,
-) -> OrderAccepted:
+) -> OrderPlaced:
     """Accept an order; inventory, email and shipping react to its `order.created` event.
-    A retry with the same Idempotency-Key and body gets the first answer again."""
+    A retry with the same Idempotency-Key and body gets the first answer again; the key
+    reused with another body is a 422 naming the header."""
     try:
         placed = await placing.place(
             handlers.Placement(
@@ -145,10 +176,24 @@ async def place_order(
     response.headers["Location"] = f"/orders/{placed.order_id}"
     if placed.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return OrderAccepted(order_id=placed.order_id, status=placed.status.value)
+    return OrderPlaced(
+        order_id=placed.order_id,
+        status=placed.status.value,
+        access_token=mint_order_token(runtime.settings, placed.order_id),
+    )
 
 
-@router.post("/orders/{order_id}/cancel", response_model=OrderAccepted)
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderAccepted,
+    dependencies=[OrderAccess],
+    responses={
+        **ORDER_ACCESS_RESPONSES,
+        **UNREADABLE_BODY,
+        **NOT_FOUND,
+        status.HTTP_409_CONFLICT: {"model": ErrorMessage, "description": "Too late to cancel"},
+    },
+)
 async def cancel_order(
     order_id: UUID, pool: PoolDep, body: Annotated[CancelRequest | None, Body()] = None
 ) -> OrderAccepted:
@@ -162,7 +207,11 @@ async def cancel_order(
     return OrderAccepted(order_id=order_id, status="cancelled")
 
 
-@router.get("/orders/{order_id}")
+@router.get(
+    "/orders/{order_id}",
+    dependencies=[OrderAccess],
+    responses={**ORDER_ACCESS_RESPONSES, **NOT_FOUND},
+)
 async def get_order(order_id: UUID, pool: PoolDep) -> dict[str, Any]:
     """The order, its timeline (every event that changed it) and every event about it."""
     async with pool.acquire() as conn:
@@ -175,22 +224,36 @@ async def get_order(order_id: UUID, pool: PoolDep) -> dict[str, Any]:
 @router.get(
     "/audit/orders",
     tags=["audit"],
-    responses={404: {"description": "No order `order_id`"}},
+    dependencies=[OperatorOnly],
+    responses={**OPERATOR_ONLY_RESPONSES, **NOT_FOUND},
 )
-async def audit_orders(pool: PoolDep, order_id: UUID | None = None) -> OrdersAudit:
-    """For `orderctl audit`: every order's status and whether it was ever confirmed, oldest
-    first; or only `order_id`'s."""
+async def audit_orders(
+    pool: PoolDep, page: Annotated[Page, Query()], order_id: UUID | None = None
+) -> OrdersAudit:
+    """For `orderctl audit`: a page of the orders, each with its status and whether it was
+    ever confirmed, oldest first; or only `order_id`'s (then the page is not read)."""
+    if order_id is not None:
+        async with pool.acquire() as conn:
+            order = await repository.audit_order(conn, order_id)
+        if order is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
+        return OrdersAudit(orders=[OrderAudit(**order)])
     async with pool.acquire() as conn:
-        rows = await repository.audit_orders(conn, order_id)
-    if order_id is not None and not rows:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
+        rows = await repository.audit_orders(conn, page)
+    if rows is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, page.unknown_cursor())
     return OrdersAudit(orders=[OrderAudit(**row) for row in rows])
 
 
 @router.get(
     "/availability",
     response_model=AvailabilityV1,
-    responses={504: {"description": "Inventory did not answer in time"}},
+    responses={
+        status.HTTP_504_GATEWAY_TIMEOUT: {
+            "model": ErrorMessage,
+            "description": "Inventory did not answer in time",
+        }
+    },
 )
 async def availability(sku: Annotated[Sku, Query()], runtime: RuntimeDep) -> AvailabilityV1:
     """Ask inventory, over RabbitMQ request-reply, how much of `sku` is available now."""

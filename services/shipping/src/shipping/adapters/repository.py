@@ -7,7 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
-from servicekit.db import values_by_order
+from contracts.api import Page
+from servicekit.db import page_start, values_by_order
 
 from ..domain.shipment import Shipment, ShipmentStatus
 
@@ -95,11 +96,24 @@ async def mark_cancelled(conn: asyncpg.Connection, shipment_id: UUID, reason: st
     )
 
 
-async def list_shipments(conn: asyncpg.Connection, order_id: UUID | None) -> list[dict[str, Any]]:
+async def list_shipments(
+    conn: asyncpg.Connection, order_id: UUID | None, page: Page
+) -> list[dict[str, Any]] | None:
+    """A page of the shipments (of `order_id`, if given), newest first; None when
+    `page.after` is no shipment's id."""
+    after = await page_start(
+        conn, page, "SELECT created_at, shipment_id FROM shipments WHERE shipment_id = $1"
+    )
+    if after is None:
+        return None
     rows = await conn.fetch(
-        f"""SELECT {COLUMNS} FROM shipments WHERE $1::uuid IS NULL OR order_id = $1
-            ORDER BY created_at DESC LIMIT 100""",
+        f"""SELECT {COLUMNS} FROM shipments
+            WHERE ($1::uuid IS NULL OR order_id = $1)
+              AND ($2::timestamptz IS NULL OR (created_at, shipment_id) < ($2, $3::uuid))
+            ORDER BY created_at DESC, shipment_id DESC LIMIT $4""",
         order_id,
+        *after,
+        page.limit,
     )
     return [dict(row) for row in rows]
 
