@@ -1,15 +1,17 @@
 """Value types several contracts share, and the base of every model on the wire."""
 
+import contextvars
 import re
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     ValidationError,
     WithJsonSchema,
     model_validator,
@@ -36,15 +38,43 @@ class WireModel(BaseModel):
 
     Checked before anything else, so no other error shows the text as it came: a lone
     surrogate has no UTF-8, and an error answer (FastAPI's 422) showing it would fail to
-    encode. A validator, not a pattern, so the JSON Schemas are unchanged."""
+    encode. A validator, not a pattern, so the JSON Schemas are unchanged. The outermost
+    model checks all its data once; the models inside it do not check their parts again."""
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _text_is_storable(cls, data: Any) -> Any:
-        if found := list(_unstorable_texts(data)):
-            errors = [_value_error(where, why, text) for where, why, text in found]
+    def _text_is_storable(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        if _CHECKED_BY_ENCLOSING_MODEL.get():
+            return handler(data)
+        if _holds_unstorable(data):
+            errors = [
+                _value_error(where, why, text) for where, why, text in _unstorable_texts(data)
+            ]
             raise ValidationError.from_exception_data(cls.__name__, errors)
-        return data
+        checked = _CHECKED_BY_ENCLOSING_MODEL.set(True)
+        try:
+            return handler(data)
+        finally:
+            _CHECKED_BY_ENCLOSING_MODEL.reset(checked)
+
+
+_CHECKED_BY_ENCLOSING_MODEL = contextvars.ContextVar("checked_by_enclosing_model", default=False)
+
+
+def _holds_unstorable(data: object) -> bool:
+    """Whether plain data holds unstorable text anywhere: the quick pass, which most data,
+    being ASCII, goes through without encoding a string."""
+    if isinstance(data, str):
+        return "\x00" in data or (not data.isascii() and unstorable(data) is not None)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if _holds_unstorable(key) or _holds_unstorable(value):
+                return True
+    elif isinstance(data, list | tuple):
+        for value in data:
+            if _holds_unstorable(value):
+                return True
+    return False
 
 
 Where = tuple[object, ...]
