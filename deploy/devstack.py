@@ -1,4 +1,5 @@
-"""Run the whole system on this machine: an SMTP sink and the four services as separate processes.
+"""Run the whole system on this machine: an SMTP sink, the four services as separate processes
+and the operator console (`orderctl console`).
 
 `make run` runs this file; the end-to-end tests start the system through the same `Stack`.
 It expects RabbitMQ and PostgreSQL at RABBITMQ_URL and POSTGRES_URL (defaults: the local
@@ -19,11 +20,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orderctl.audit import url_variable
 from servicekit import registry
 from servicekit.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 
+CONSOLE = "console"
+"""The operator console's process name."""
 REPLICA_PORT_STEP = 10
 """Replica n of a service listens on its documented port + 10·(n−1): orders 8001, 8011, …"""
 
@@ -56,6 +60,7 @@ class StackConfig:
     """Each process's HTTP port, by instance name; by default the documented ports, stepped
     by `REPLICA_PORT_STEP` for each further replica."""
     smtp_port: int = 1025
+    console_port: int = 8000
     run_dir: Path = ROOT / ".run"
     log_to_files: bool = False
     """False: every process writes to this terminal; True: to `<run_dir>/<name>.log`."""
@@ -100,7 +105,7 @@ class StackConfig:
         """A stack that runs beside any other on this machine, as tests start it: free ports,
         databases named `<database_prefix><service>`, each process logging to `run_dir`."""
         instances = instance_names(replicas)
-        *service_ports, smtp_port = free_ports(len(instances) + 1)
+        *service_ports, smtp_port, console_port = free_ports(len(instances) + 2)
         return cls(
             rabbitmq_url=rabbitmq_url,
             postgres_url=postgres_url,
@@ -108,6 +113,7 @@ class StackConfig:
             replicas=replicas,
             ports=dict(zip(instances, service_ports, strict=True)),
             smtp_port=smtp_port,
+            console_port=console_port,
             run_dir=run_dir,
             log_to_files=True,
             service_env=dict(service_env or {}),
@@ -130,7 +136,10 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def url(self, instance: str) -> str:
-        """The HTTP API of a service's process: `orders` (replica 1), `orders-2`, …"""
+        """The HTTP API of a service's process: `orders` (replica 1), `orders-2`, …; or the
+        console's (`console`)."""
+        if instance == CONSOLE:
+            return f"http://127.0.0.1:{self.config.console_port}"
         return f"http://127.0.0.1:{self.config.ports[instance]}"
 
     def environment(self, instance: str) -> dict[str, str]:
@@ -182,9 +191,7 @@ class Stack:
             cwd=self.config.services_tree,
         )
 
-    def _spawn(
-        self, name: str, command: list[str], env: dict[str, str], cwd: Path = ROOT
-    ) -> None:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
         output = None
         if self.config.log_to_files:
             output = open(self.config.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
@@ -196,6 +203,16 @@ class Stack:
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,
+        )
+
+    def start_console(self, env: dict[str, str] | None = None) -> None:
+        """Start `orderctl console` on this stack: replica 1 of each service, its broker (the
+        operator's account), with `env` on top of this process's own."""
+        urls = {url_variable(entry): self.url(entry.name) for entry in SERVICES}
+        self._spawn(
+            CONSOLE,
+            [sys.executable, "-m", "orderctl", "console", "--port", str(self.config.console_port)],
+            {**os.environ, "RABBITMQ_URL": self.config.rabbitmq_url, **urls, **(env or {})},
         )
 
     def wait_ready(self, timeout: float = 60.0, services: tuple[str, ...] | None = None) -> None:
@@ -276,8 +293,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     stack.start()
+    stack.start_console()
     try:
-        stack.wait_ready(timeout=90)
+        stack.wait_ready(timeout=90, services=(*stack.config.instances(), CONSOLE))
     except (RuntimeError, TimeoutError) as exc:
         print(f"\nstart-up failed: {exc}", file=sys.stderr)
         stack.stop()
@@ -286,6 +304,7 @@ def main() -> int:
     for instance in stack.config.instances():
         print(f"  {instance:<12} {(url := stack.url(instance))}   (API docs: {url}/docs)")
     print(f"  smtp-sink    127.0.0.1:{stack.config.smtp_port}   (mail kept in {stack.config.mbox})")
+    print(f"  {CONSOLE:<12} {stack.url(CONSOLE)}   (the operator console)")
     print("Place an order: see README.md. Ctrl-C stops everything.\n", flush=True)
     while not stopping:
         if crashed := stack.exited():

@@ -260,6 +260,7 @@ async def test_a_short_run_completes_every_order_and_reports_every_figure(
         run_root=tmp_path,
         service_env=small,
         replicas=replicas,
+        streams=6,
     )
     figures = await run(options, servers)
     text = report.text(figures)
@@ -271,6 +272,10 @@ async def test_a_short_run_completes_every_order_and_reports_every_figure(
         "unsettled": 0,
     }, text
     assert (orders["transport_errors"], orders["http_errors"]) == (0, {}), text
+    streams = figures["streams"]
+    assert (streams["opened"], streams["open_at_end"], streams["failed"]) == (6, 6, {}), text
+    assert streams["events"] >= 6, text  # each stream's status when it opened, at least
+    assert "6 still open at the end" in text
     flat = report.flatten(figures)
     # Servers in containers (testcontainers) run outside this PID namespace: no CPU for them.
     in_containers = infrastructure.rabbitmqctl[0] == "docker"

@@ -21,6 +21,7 @@ examples:
   make bench                                        closed loop, 1500 orders, 16 at a time
   make bench BENCH_ARGS="--rate 100 --duration 20"  open loop, 100 orders/s for 20 s
   make bench BENCH_ARGS="--through shipped --orders 300"
+  make bench BENCH_ARGS="--orders 600 --streams 500"  500 status streams open meanwhile
   make bench BENCH_ARGS="--tree /tmp/base --tree . --repeat 3 --json ab.json"
 """
 
@@ -51,6 +52,12 @@ OPTIONS = {
             int,
             "before the load, give each service's outbox and processed-message records the "
             "rows this many earlier orders would have left (published, never vacuumed)",
+        ),
+        (
+            "--streams",
+            int,
+            "hold this many status streams (GET /orders/{id}/events) open during the load, "
+            "each on an order placed for it before, at confirmed (nothing ships)",
         ),
     ),
     "runs": (
@@ -130,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.service_env and not all("=" in item for item in args.service_env):
         parser().error("--service-env takes NAME=VALUE")
+    if args.streams and (args.through == "shipped" or args.dispatch_delay is not None):
+        parser().error(
+            "--streams holds streams on orders that stay confirmed: "
+            "not with --through shipped or --dispatch-delay"
+        )
     trees = [tree.resolve() for tree in args.tree or [ROOT]]
     for tree in trees:
         if not Path(python := StackConfig(services_tree=tree).service_python).exists():

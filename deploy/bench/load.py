@@ -9,8 +9,9 @@ event loop, a full connection pool) counts against the system, as a customer wou
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -129,3 +130,38 @@ async def stock(inventory: httpx.AsyncClient, skus: list[str], each: int) -> Non
     for sku in skus:
         response = await inventory.put(f"/stock/{sku}", json={"available": each})
         response.raise_for_status()
+
+
+@dataclass
+class Streams:
+    """Status streams (GET /orders/{order_id}/events) held open, as customers watching their
+    orders keep them, each read as its events come."""
+
+    watched: list[str] = field(default_factory=list)
+    """The orders followed."""
+    opened: int = 0
+    open: int = 0
+    events: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    """Streams refused (by HTTP status) or broken (by transport error)."""
+
+    async def hold(self, client: httpx.AsyncClient, order_id: str, started: asyncio.Event) -> None:
+        """Follow the order until its stream ends (or the task is cancelled); `started` is
+        set once the stream has opened, or failed to."""
+        try:
+            async with client.stream("GET", f"/orders/{order_id}/events") as response:
+                if response.status_code != 200:
+                    self.failed[str(response.status_code)] += 1
+                    return
+                self.opened += 1
+                self.open += 1
+                started.set()
+                try:
+                    async for line in response.aiter_lines():
+                        self.events += line.startswith("event:")
+                finally:
+                    self.open -= 1
+        except httpx.TransportError as exc:
+            self.failed[type(exc).__name__] += 1
+        finally:
+            started.set()

@@ -85,6 +85,8 @@ class Measured:
     in_retry: int = 0
     shutdown: dict[str, int] = field(default_factory=dict)
     system: dict[str, object] = field(default_factory=dict)
+    streams: dict[str, object] = field(default_factory=dict)
+    """The status streams held open during the load (`run._open_streams`)."""
     """Where the system ran: its database prefix, virtual host, logs; connections free."""
 
 
@@ -164,6 +166,7 @@ def figures(run: Measured) -> dict:
             for name in run.memory_before
         },
         "broker": {"dead_letters": run.dead_letters, "in_retry": run.in_retry},
+        "streams": run.streams,
         "shutdown": run.shutdown,
     }
 
@@ -224,6 +227,7 @@ def text(figures: Mapping) -> str:
         + _counts(orders["http_errors"])
         + f"; broker at the end: {figures['broker']['dead_letters']} dead-lettered, "
         f"{figures['broker']['in_retry']} in retry",
+        *_streams_line(figures.get("streams") or {}),
         f"throughput: {_number(rate['accepted_per_s'])} orders/s accepted "
         f"({_number(rate['placing_seconds'])} s placing), "
         f"{_number(rate['end_to_end_per_s'])} orders/s end to end "
@@ -279,11 +283,24 @@ def text(figures: Mapping) -> str:
     return "\n".join(lines)
 
 
+def _streams_line(streams: Mapping) -> list[str]:
+    if not streams.get("requested"):
+        return []
+    return [
+        f"status streams: {streams['requested']} held open on orders of their own during the "
+        f"load: {streams['opened']} opened, {streams['open_at_end']} still open at the end, "
+        f"{streams['events']} events read"
+        + (f"; FAILED{_counts(streams['failed'])}" if streams["failed"] else "")
+    ]
+
+
 def troubled(figures: Mapping) -> bool:
-    """Whether the run had failed requests, orders left unsettled or an unclean shutdown."""
-    orders = figures["orders"]
+    """Whether the run had failed requests, orders left unsettled, status streams that did
+    not stay open, or an unclean shutdown."""
+    orders, streams = figures["orders"], figures.get("streams") or {}
     failed = orders["transport_errors"] or orders["http_errors"] or orders["unsettled"]
-    return bool(failed or any(figures["shutdown"].values()))
+    streams_lost = streams.get("open_at_end", 0) < streams.get("requested", 0)
+    return bool(failed or streams_lost or any(figures["shutdown"].values()))
 
 
 def revision_label(revision: Mapping) -> str:

@@ -26,7 +26,7 @@ from orderctl.broker import QueueProbe, service_depths
 from servicekit.registry import SERVICE_NAMES
 
 from . import cpu, report
-from .load import Load, order_sender, stock
+from .load import Load, Streams, order_sender, stock
 from .observe import THROUGH, Tap
 from .servers import (
     Servers,
@@ -57,6 +57,8 @@ class Options:
     replicas: int = 1
     history: int = 0
     """Earlier orders whose rows the kit's tables hold before the load (see `write_history`)."""
+    streams: int = 0
+    """Status streams held open during the load, each on an order placed for it before."""
     service_env: dict[str, str] = field(default_factory=dict)
     idle_seconds: float = 2.0
     stall_timeout: float = 60.0
@@ -87,6 +89,7 @@ class Options:
             "idempotency_keys": self.idempotency_keys,
             "replicas": self.replicas,
             "history": self.history,
+            "streams": self.streams,
             "service_env": self.service_env,
         }
 
@@ -221,6 +224,10 @@ async def _measure(
             httpx.AsyncClient(base_url=stack.url("inventory"), timeout=30)
         )
         await stock(inventory, skus, math.ceil(options.total_orders / options.skus))
+        mail_watch = asyncio.create_task(tap.watch_mailbox(stack.config.mbox))
+        clients.callback(mail_watch.cancel)
+        streams = await _open_streams(options, stack, clients, orders, inventory)
+        await _settle_watched(streams, tap, steps, options.stall_timeout, QueueProbe(broker))
         meter = CpuMeter(stack, admin, prefix, await postmaster_pid(admin))
         memory_before = _memory(stack)
         idle = await meter.idle_ms_per_s(options.idle_seconds)
@@ -233,17 +240,22 @@ async def _measure(
         else:
             placing = load.closed_loop(send, orders=options.orders, concurrency=options.concurrency)
         reporter = asyncio.create_task(_report_progress(progress, load, tap, options, steps))
-        mail_watch = asyncio.create_task(tap.watch_mailbox(stack.config.mbox))
         try:
             await placing
             await _settle(load, tap, steps, options.stall_timeout)
             depths = await _drain(QueueProbe(broker))
         finally:
             reporter.cancel()
-            mail_watch.cancel()
         end, finished = await meter.read(), load.clock()
         cpu_before, cpu_after = meter.spent(start, end)
         memory_after = _memory(stack)
+        streamed = {
+            "requested": options.streams,
+            "opened": streams.opened,
+            "open_at_end": streams.open,
+            "events": streams.events,
+            "failed": dict(streams.failed),
+        }
     if progress:
         progress.end()
     return report.Measured(
@@ -264,7 +276,55 @@ async def _measure(
         memory_after=memory_after,
         dead_letters=sum(d.dead_letters for d in depths),
         in_retry=sum(d.in_retry for d in depths),
+        streams=streamed,
     )
+
+
+async def _open_streams(
+    options: Options,
+    stack: Stack,
+    clients: contextlib.AsyncExitStack,
+    orders: list[httpx.AsyncClient],
+    inventory: httpx.AsyncClient,
+    timeout: float = 60.0,
+) -> Streams:
+    """Place `options.streams` orders on a SKU of their own and follow each with a status
+    stream, from the orders replicas in turn; once every stream has opened (its replica
+    listens for the order from then on). They stay open, at confirmed, until the exit stack
+    closes: first the streams, then their clients."""
+    streams = Streams()
+    if not options.streams:
+        return streams
+    sku = f"BENCH-WATCHED-{uuid.uuid4().hex[:6]}"
+    await stock(inventory, [sku], options.streams)
+    send = order_sender(orders, [sku])
+    placed = await asyncio.gather(*(send(index) for index in range(options.streams)))
+    limits = httpx.Limits(max_connections=options.streams)
+    watching = [
+        await clients.enter_async_context(
+            httpx.AsyncClient(
+                base_url=stack.url(replica), limits=limits, timeout=httpx.Timeout(30, read=None)
+            )
+        )
+        for replica in stack.config.instances("orders")
+    ]
+    streams.watched = watched = [o.order_id for o in placed if o.order_id is not None]
+    streams.failed.update(str(outcome.status) for outcome in placed if outcome.order_id is None)
+    started = [asyncio.Event() for _ in watched]
+    held = [
+        asyncio.create_task(streams.hold(watching[index % len(watching)], order_id, opened))
+        for index, (order_id, opened) in enumerate(zip(watched, started, strict=True))
+    ]
+
+    async def close() -> None:
+        for stream in held:
+            stream.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+
+    clients.push_async_callback(close)
+    with contextlib.suppress(TimeoutError):  # the report counts the streams that did not open
+        await asyncio.wait_for(asyncio.gather(*(opened.wait() for opened in started)), timeout)
+    return streams
 
 
 Reading = tuple[dict[str, float | None], dict[int, float | None]]
@@ -314,6 +374,21 @@ class CpuMeter:
         await asyncio.sleep(seconds)
         spent, _ = report.cpu_figures(*self.spent(start, await self.read()), orders=1)
         return {name: None if v is None else v * 1000 / seconds for name, v in spent.items()}
+
+
+async def _settle_watched(
+    streams: Streams, tap: Tap, steps: tuple[str, ...], stall_timeout: float, probe: QueueProbe
+) -> None:
+    """Wait until the orders the streams watch are done and the queues drained, so their
+    handling is not in the load's readings."""
+    if not streams.watched:
+        return
+    deadline = time.monotonic() + stall_timeout
+    while not all(tap.settled(order, steps) for order in streams.watched):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    await _drain(probe)
 
 
 def _last_lines(stack: Stack, count: int = 8) -> str:

@@ -27,6 +27,7 @@ from servicekit.auth import (
     ORDER_AUDIENCE,
     OperatorOnly,
     OrderAccess,
+    OrderAccessInQuery,
     OrderTokenSettings,
     mint_operator_token,
     mint_order_token,
@@ -90,6 +91,11 @@ async def operator_route() -> dict[str, str]:
 @router.get("/orders/{order_id}", dependencies=[OrderAccess])
 async def order_route(order_id: uuid.UUID) -> dict[str, str]:
     return {"order_id": str(order_id)}
+
+
+@router.get("/orders/{order_id}/events", dependencies=[OrderAccessInQuery])
+async def stream_route(order_id: uuid.UUID) -> dict[str, str]:
+    return {"streaming": str(order_id)}
 
 
 @router.post("/orders/{order_id}/cancel", dependencies=[OrderAccess])
@@ -234,6 +240,39 @@ async def test_an_order_is_open_to_its_own_token_and_an_operators(keys: Keys) ->
         assert_unauthorized(await shop.get(read), error=False)
         assert (await shop.post(cancel, headers=own)).status_code == 200
         assert_unauthorized(await shop.post(cancel), error=False)
+
+
+async def test_a_stream_takes_the_token_in_the_query_too_and_no_other_route_does(
+    keys: Keys,
+) -> None:
+    order_id = uuid.uuid4()
+    settings = production(keys)
+    own = {"access_token": mint_order_token(settings, order_id)}
+    stream = f"/orders/{order_id}/events"
+    async with client(settings) as shop:
+        assert (await shop.get(stream, params=own)).json() == {"streaming": str(order_id)}
+        operator = {"access_token": keys.operator_token()}
+        assert (await shop.get(stream, params=operator)).status_code == 200
+        assert (await shop.get(stream, headers=bearer(own["access_token"]))).status_code == 200
+        assert_unauthorized(await shop.get(stream), error=False)
+        assert_unauthorized(
+            await shop.get(stream, params={"access_token": tampered(own["access_token"])})
+        )
+        theirs = {"access_token": order_token(uuid.uuid4())}
+        assert (await shop.get(stream, params=theirs)).status_code == 403
+        assert_unauthorized(await shop.get(f"/orders/{order_id}", params=own), error=False)
+
+
+async def test_a_stream_prefers_the_header_to_the_query(keys: Keys) -> None:
+    order_id = uuid.uuid4()
+    stream = f"/orders/{order_id}/events"
+    async with client(production(keys)) as shop:
+        answer = await shop.get(
+            stream,
+            params={"access_token": order_token(order_id)},
+            headers=bearer(order_token(uuid.uuid4())),
+        )
+        assert answer.status_code == 403, answer.text
 
 
 async def test_another_orders_token_is_forbidden(keys: Keys) -> None:

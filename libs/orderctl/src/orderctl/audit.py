@@ -310,27 +310,45 @@ class ServiceApis:
         body = order_ids.model_dump(mode="json")
         return await self._call(service, "POST", "/audit/orders", model, json=body)
 
+    async def read(
+        self, service: str, path: str, params: Mapping[str, str] | None = None
+    ) -> Any | None:
+        """The JSON a service answers to `GET path`, as it is; None for a 404 (nothing there
+        yet, such as the reservation of an order inventory has not heard of)."""
+        response = await self._request(service, "GET", path, missing_ok=True, params=params)
+        return None if response.status_code == 404 else response.json()
+
     async def _call(
         self, service: str, method: str, path: str, model: type[M], **request: Any
     ) -> M:
-        base = self._urls[service].rstrip("/")
-        where = f"the {service} service at {redact(base)}"
-        try:
-            response = await self._client.request(method, base + path, **request)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # refused, timed out, not HTTP
-            raise CommandError(f"cannot reach {where}: {str(exc) or type(exc).__name__}") from exc
-        if response.is_error:
-            raise CommandError(
-                f"{where} answered {response.status_code} to {method} {path}: {_detail(response)}"
-            )
+        response = await self._request(service, method, path, **request)
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
             error = exc.errors()[0]
             raise CommandError(
-                f"{where} answered {method} {path} with what the audit cannot read: "
-                f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
+                f"{self._where(service)} answered {method} {path} with what the audit cannot "
+                f"read: {'.'.join(map(str, error['loc']))}: {error['msg']}"
             ) from exc
+
+    async def _request(
+        self, service: str, method: str, path: str, missing_ok: bool = False, **request: Any
+    ) -> httpx.Response:
+        where = self._where(service)
+        try:
+            response = await self._client.request(
+                method, self._urls[service].rstrip("/") + path, **request
+            )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # refused, timed out, not HTTP
+            raise CommandError(f"cannot reach {where}: {str(exc) or type(exc).__name__}") from exc
+        if response.is_error and not (missing_ok and response.status_code == 404):
+            raise CommandError(
+                f"{where} answered {response.status_code} to {method} {path}: {_detail(response)}"
+            )
+        return response
+
+    def _where(self, service: str) -> str:
+        return f"the {service} service at {redact(self._urls[service].rstrip('/'))}"
 
 
 def _detail(response: httpx.Response) -> str:

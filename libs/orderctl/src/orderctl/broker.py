@@ -54,8 +54,9 @@ class QueueProbe:
         self._connection = connection
         self._channel: AbstractChannel | None = None
 
-    async def depth(self, queue: str) -> int | None:
-        """Ready messages in `queue` (unacknowledged ones are not counted); None if missing."""
+    async def state(self, queue: str) -> "QueueState | None":
+        """The queue's ready messages (unacknowledged ones are not counted) and consumers;
+        None if missing."""
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._connection.channel(publisher_confirms=False)
         try:
@@ -63,7 +64,53 @@ class QueueProbe:
         except ChannelNotFoundEntity:
             self._channel = None
             return None
-        return declared.declaration_result.message_count
+        result = declared.declaration_result
+        return QueueState(queue, result.message_count, result.consumer_count)
+
+    async def depth(self, queue: str) -> int | None:
+        """Ready messages in `queue`; None if missing."""
+        state = await self.state(queue)
+        return None if state is None else state.messages
+
+
+@dataclass(frozen=True)
+class QueueState:
+    name: str
+    messages: int
+    consumers: int
+
+
+@dataclass(frozen=True)
+class ServiceQueues:
+    """Every queue of one service as the broker has it: work, the wait and retry queue of
+    each retry tier, and the dead-letter queue."""
+
+    service: str
+    work: QueueState | None
+    retry_tiers: list[tuple[QueueState, QueueState | None]]
+    """(wait, retry) queue of each tier, in order."""
+    dead_letters: QueueState
+
+    @property
+    def all(self) -> list[QueueState]:
+        retrying = [queue for tier in self.retry_tiers for queue in tier if queue is not None]
+        return [queue for queue in (self.work, *retrying, self.dead_letters) if queue]
+
+
+async def service_queues(probe: QueueProbe, service: str) -> ServiceQueues | None:
+    """The service's queues; None when the broker has no dead-letter queue for it.
+
+    Retry tiers are found by probing `<service>.wait.1`, `.2`, ... until one is missing, so
+    the CLI needs no knowledge of each service's configured delays.
+    """
+    dead_letters = await probe.state(dead_letter_queue_name(service))
+    if dead_letters is None:
+        return None
+    tiers = []
+    while (waiting := await probe.state(wait_queue_name(service, len(tiers) + 1))) is not None:
+        tiers.append((waiting, await probe.state(retry_queue_name(service, len(tiers) + 1))))
+    work = await probe.state(work_queue_name(service))
+    return ServiceQueues(service, work, tiers, dead_letters)
 
 
 @dataclass(frozen=True)
@@ -81,24 +128,18 @@ class ServiceDepths:
 
 
 async def service_depths(probe: QueueProbe, service: str) -> ServiceDepths | None:
-    """The service's queue depths; None when the broker has no dead-letter queue for it.
-
-    Retry tiers are found by probing `<service>.wait.1`, `.2`, ... until one is missing, so
-    the CLI needs no knowledge of each service's configured delays.
-    """
-    dead_letters = await probe.depth(dead_letter_queue_name(service))
-    if dead_letters is None:
+    """The service's queue depths; None when the broker has no dead-letter queue for it."""
+    queues = await service_queues(probe, service)
+    if queues is None:
         return None
     retrying: dict[str, int] = {}
-    tiers = 0
-    while (waiting := await probe.depth(wait_queue_name(service, tiers + 1))) is not None:
-        tiers += 1
-        retrying[wait_queue_name(service, tiers)] = waiting
-        retrying[retry_queue_name(service, tiers)] = (
-            await probe.depth(retry_queue_name(service, tiers)) or 0
-        )
-    work = await probe.depth(work_queue_name(service)) or 0
-    return ServiceDepths(service, dead_letters, work, tiers, retrying)
+    for tier, (waiting, retry) in enumerate(queues.retry_tiers, start=1):
+        retrying[waiting.name] = waiting.messages
+        retrying[retry_queue_name(service, tier)] = retry.messages if retry else 0
+    work = queues.work.messages if queues.work else 0
+    return ServiceDepths(
+        service, queues.dead_letters.messages, work, len(queues.retry_tiers), retrying
+    )
 
 
 def unknown_service(service: str) -> CommandError:

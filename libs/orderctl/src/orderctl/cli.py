@@ -92,6 +92,18 @@ RoutingKeyOption = Annotated[
 LimitOption = Annotated[
     int, typer.Option("--limit", min=1, help="Read at most this many messages from the DLQ.")
 ]
+ServiceUrlOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--service-url",
+        metavar="SERVICE=URL",
+        help="Where a service's HTTP API is, e.g. `orders=http://orders:8001`; repeat "
+        f"for several. [env: {', '.join(url_variable(s) for s in SERVICES)}] "
+        f"[default: {SERVICES[0].default_url} for {SERVICES[0].name}, "
+        f"{', '.join(f'{s.default_port} {s.name}' for s in SERVICES[1:])}]",
+        show_default=False,
+    ),
+]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
@@ -402,18 +414,7 @@ def audit_command(
             show_default=False,
         ),
     ] = None,
-    service_urls: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--service-url",
-            metavar="SERVICE=URL",
-            help="Where a service's HTTP API is, e.g. `orders=http://orders:8001`; repeat "
-            f"for several. [env: {', '.join(url_variable(s) for s in SERVICES)}] "
-            f"[default: {SERVICES[0].default_url} for {SERVICES[0].name}, "
-            f"{', '.join(f'{s.default_port} {s.name}' for s in SERVICES[1:])}]",
-            show_default=False,
-        ),
-    ] = None,
+    service_urls: ServiceUrlOption = None,
     url: AmqpUrl = DEFAULT_AMQP_URL,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -435,6 +436,66 @@ def audit_command(
         else:
             console.print(Text("no problems found", style="green"))
     raise typer.Exit(0 if report.ok else 1)
+
+
+CONSOLE_SHUTDOWN_SECONDS = 3
+"""How long a stopping console waits for open pages' event streams before it closes them."""
+
+
+@app.command("console")
+def console_command(
+    host: Annotated[
+        str, typer.Option("--host", help="The interface to listen on; the loopback by default.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8000,
+    service_urls: ServiceUrlOption = None,
+    trace_url: Annotated[
+        str | None,
+        typer.Option(
+            "--trace-url",
+            metavar="URL",
+            help="A trace UI's page for one order, e.g. `https://jaeger/trace/{trace_id}` "
+            "(shown when the order carries a trace id) or a search by `{order_id}`.",
+        ),
+    ] = None,
+    url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Serve the operator console: orders live, one order across every service, dead letters
+    (replay, purge), queues and outboxes, at http://HOST:PORT.
+
+    It asks the services over HTTP with `ORDERCTL_TOKEN`, as `orderctl audit` does, and reads
+    RabbitMQ at `--url`. With `OPERATOR_TOKEN_PUBLIC_KEY` set (required when
+    `ENVIRONMENT=production`) every page asks for an operator token; without it the console
+    is open, and listens on the loopback only.
+    """
+    # The web stack loads for this command alone: the others start as fast as before.
+    import uvicorn
+
+    from servicekit.cli import exit_cleanly_after_graceful_shutdown
+
+    from .console.app import create_app
+    from .console.config import ConsoleConfig
+
+    try:
+        config = ConsoleConfig.from_env(
+            service_urls=_service_urls(service_urls or []),
+            amqp_url=url,
+            trace_url=trace_url,
+            host=host,
+        )
+    except CommandError as exc:
+        _fail(exc)
+    for library in ("aio_pika", "aiormq"):  # their warnings repeat the errors we report
+        logging.getLogger(library).setLevel(logging.CRITICAL)
+    console.print(f"orderctl console at http://{host}:{port}", soft_wrap=True)
+    exit_cleanly_after_graceful_shutdown()  # SIGTERM ends it with 0, as it does a service
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=CONSOLE_SHUTDOWN_SECONDS,
+        log_level="info",
+    )
 
 
 def _service_urls(options: list[str]) -> dict[str, str]:

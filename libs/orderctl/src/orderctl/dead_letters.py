@@ -69,6 +69,11 @@ class DeadLetter:
         return value if isinstance(value, int) else None
 
     @property
+    def replay_count(self) -> int:
+        """How often it was replayed before: one that is back has failed again."""
+        return _replay_count(self.headers)
+
+    @property
     def original_route(self) -> tuple[str, str]:
         """(exchange, routing key) the event was first published with."""
         return failures.original_route(
@@ -136,6 +141,46 @@ class Selection:
         return [message_id for message_id in self.message_ids if message_id not in present]
 
 
+@dataclass(frozen=True)
+class ReasonGroup:
+    """The dead letters that failed for one reason."""
+
+    reason: str
+    letters: list[DeadLetter]
+
+    @property
+    def routing_keys(self) -> list[str]:
+        return sorted({letter.routing_key for letter in self.letters})
+
+    @property
+    def exceptions(self) -> list[str]:
+        return sorted({letter.exception for letter in self.letters if letter.exception})
+
+    @property
+    def replayed(self) -> int:
+        """How many of them failed again after a replay."""
+        return sum(1 for letter in self.letters if letter.replay_count)
+
+    @property
+    def first_failure_at(self) -> datetime | None:
+        return min((t for t in (ltr.first_failure_at for ltr in self.letters) if t), default=None)
+
+    @property
+    def last_failure_at(self) -> datetime | None:
+        return max((t for t in (ltr.last_failure_at for ltr in self.letters) if t), default=None)
+
+
+def by_reason(letters: Iterable[DeadLetter]) -> list[ReasonGroup]:
+    """Dead letters grouped by failure reason, most frequent first."""
+    groups: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        groups.setdefault(letter.reason, []).append(letter)
+    return sorted(
+        (ReasonGroup(reason, group) for reason, group in groups.items()),
+        key=lambda group: -len(group.letters),
+    )
+
+
 @dataclass
 class ReplayResult:
     replayed: list[DeadLetter] = field(default_factory=list)
@@ -153,7 +198,7 @@ def replay_message(letter: DeadLetter, now: datetime) -> aio_pika.Message:
     headers[failures.ORIGINAL_EXCHANGE], headers[failures.ORIGINAL_ROUTING_KEY] = (
         letter.original_route
     )
-    headers[failures.REPLAY_COUNT] = _replay_count(letter.headers) + 1
+    headers[failures.REPLAY_COUNT] = letter.replay_count + 1
     headers[failures.REPLAYED_AT] = now.isoformat()
     source = letter.message
     return aio_pika.Message(

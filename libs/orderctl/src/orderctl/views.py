@@ -5,8 +5,6 @@ Anything that comes from a message or a database (reasons, bodies, headers) is w
 """
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.json import JSON
@@ -19,8 +17,8 @@ from servicekit import failures
 
 from .audit import EXPECTED, AuditReport, ProblemKind
 from .broker import ServiceDepths
-from .dead_letters import DeadLetter, ReplayResult
-from .text import plural
+from .dead_letters import DeadLetter, ReplayResult, by_reason
+from .text import header_text, plural, when
 
 
 def depths_table(rows: Iterable[ServiceDepths]) -> Table:
@@ -47,9 +45,6 @@ def _count(value: int, alarm: str) -> Text:
 
 def reasons_table(letters: Sequence[DeadLetter], queue: str) -> Table:
     """Dead letters grouped by failure reason, most frequent first."""
-    groups: dict[str, list[DeadLetter]] = {}
-    for letter in letters:
-        groups.setdefault(letter.reason, []).append(letter)
     table = Table(title=f"{plural(len(letters), 'message')} in {queue}, by failure reason")
     table.add_column("Reason", ratio=3)
     table.add_column("Count", justify="right")
@@ -57,16 +52,14 @@ def reasons_table(letters: Sequence[DeadLetter], queue: str) -> Table:
     table.add_column("Exception")
     table.add_column("First failure", no_wrap=True)
     table.add_column("Last failure", no_wrap=True)
-    for reason, group in sorted(groups.items(), key=lambda item: -len(item[1])):
-        firsts = [t for t in (letter.first_failure_at for letter in group) if t]
-        lasts = [t for t in (letter.last_failure_at for letter in group) if t]
+    for group in by_reason(letters):
         table.add_row(
-            Text(reason, style="red"),
-            str(len(group)),
-            Text(", ".join(sorted({letter.routing_key for letter in group}))),
-            Text(", ".join(sorted({letter.exception for letter in group if letter.exception}))),
-            _when(min(firsts, default=None)),
-            _when(max(lasts, default=None)),
+            Text(group.reason, style="red"),
+            str(len(group.letters)),
+            Text(", ".join(group.routing_keys)),
+            Text(", ".join(group.exceptions)),
+            when(group.first_failure_at),
+            when(group.last_failure_at),
         )
     return table
 
@@ -115,15 +108,9 @@ def _headers(letter: DeadLetter) -> Table:
     table.add_column("Header", no_wrap=True)
     table.add_column("Value")
     for name, value in sorted(letter.headers.items()):
-        shown = "(see failure history)" if name == "x-death" else _plain(value)
+        shown = "(see failure history)" if name == "x-death" else header_text(value)
         table.add_row(Text(name), Text(shown))
     return table
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return str(value)
 
 
 def _body(letter: DeadLetter) -> Panel:
@@ -152,11 +139,11 @@ def _history(letter: DeadLetter) -> Table:
         str(headers.get(failures.FAILURE_SERVICE, "")),
         Text(f"{letter.exception}: {letter.reason}" if letter.exception else letter.reason),
         "" if letter.attempts is None else f"{letter.attempts} attempts",
-        f"{_when(letter.first_failure_at)} → {_when(letter.last_failure_at)}",
+        f"{when(letter.first_failure_at)} → {when(letter.last_failure_at)}",
     )
     for death in letter.deaths:
         table.add_row(
-            "broker", Text(death.queue), Text(death.reason), str(death.count), _when(death.time)
+            "broker", Text(death.queue), Text(death.reason), str(death.count), when(death.time)
         )
     return table
 
@@ -213,9 +200,3 @@ def problems_table(report: AuditReport) -> Table:
     for problem in report.problems:
         table.add_row(problem.kind.value, Text(problem.subject), Text(problem.detail))
     return table
-
-
-def _when(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")

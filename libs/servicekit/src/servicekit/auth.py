@@ -22,7 +22,7 @@ from uuid import UUID
 
 import jwt
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -189,6 +189,13 @@ _bearer = HTTPBearer(
     "`access_token` of its POST /orders answer.",
 )
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+_query_token = APIKeyQuery(
+    name="access_token",
+    auto_error=False,
+    description="The same token as the bearer one, for a client that cannot send headers "
+    "(a browser's EventSource); read only where a route says so.",
+)
+QueryToken = Annotated[str | None, Depends(_query_token)]
 
 
 def _settings(request: Request) -> Any:
@@ -234,12 +241,31 @@ async def require_order_access(
     """For a route on `{order_id}`: the token of that order, or an operator token. 401 for
     none or an invalid one, 403 for another order's; nothing is checked where the service
     has no order-token secret (development)."""
+    _check_order_access(order_id, request, credentials)
+
+
+async def require_order_access_in_query(
+    order_id: UUID, request: Request, credentials: BearerCredentials, in_query: QueryToken
+) -> None:
+    """As `require_order_access`, the token also taken from `?access_token=` when no
+    Authorization header carries one: a browser's EventSource cannot send headers. Only for
+    a stream's route: a URL is kept in histories and logs, which is why no other route
+    reads it."""
+    _check_order_access(order_id, request, credentials, in_query)
+
+
+def _check_order_access(
+    order_id: UUID,
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    in_query: str | None = None,
+) -> None:
     settings = _settings(request)
     if not isinstance(settings, OrderTokenSettings):
         raise TypeError("OrderAccess needs settings that mix in OrderTokenSettings")
     if settings.order_token_secret is None:
         return
-    token = _token(credentials)
+    token = in_query if credentials is None and in_query else _token(credentials)
     try:
         granted = _order_of(token, settings.order_token_secret)
     except jwt.InvalidTokenError as not_an_order_token:
@@ -268,6 +294,8 @@ OperatorOnly = Depends(require_operator)
 OrderAccess = Depends(require_order_access)
 """For `dependencies=[OrderAccess]` on a route whose path has `{order_id}`, with
 `responses=ORDER_ACCESS_RESPONSES`."""
+OrderAccessInQuery = Depends(require_order_access_in_query)
+"""`OrderAccess` that also takes the token from `?access_token=`: for an event stream alone."""
 
 OPERATOR_ONLY_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No operator token, or one that is invalid or expired"}

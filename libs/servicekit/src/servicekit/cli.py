@@ -28,7 +28,7 @@ async def prepare_database(settings: ServiceSettings, migrations: Path) -> None:
     await migrate(settings.database_url, migrations)
 
 
-def _exit_cleanly_after_graceful_shutdown() -> None:
+def exit_cleanly_after_graceful_shutdown() -> None:
     """Make SIGTERM/SIGINT end the process with 0 once uvicorn has shut down gracefully.
 
     uvicorn handles the signal itself (stop HTTP, then the lifespan: consumers finish
@@ -82,7 +82,7 @@ def main(
         logging.getLogger(name).info(
             "serving on http://%s:%s", settings.http_host, settings.http_port
         )
-        _exit_cleanly_after_graceful_shutdown()
+        exit_cleanly_after_graceful_shutdown()
         uvicorn.run(
             create_app(settings),
             host=settings.http_host,

@@ -9,6 +9,7 @@ passing them.
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -47,8 +48,23 @@ class _Known(logging.Filter):
         return True
 
 
+_QUERY_TOKEN = re.compile(r"(access_token=)[^&\s\"]+")
+
+
+class _TokensRedacted(logging.Filter):
+    """Masks a token passed in a URL (`?access_token=`, which a browser's EventSource must
+    use) in every line, the access log's request lines included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "access_token=" in message:
+            record.msg, record.args = _QUERY_TOKEN.sub(r"\1<redacted>", message), ()
+        return True
+
+
 def configure_logging(service: str, level: str, log_format: LogFormat = "text") -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(_TokensRedacted())
     if log_format == "json":
         handler.addFilter(_Known())
         handler.setFormatter(

@@ -5,9 +5,11 @@ what they did; orders decides what that means for the order and announces each c
 (order.confirmed, order.rejected, order.shipped, order.cancelled) for email and shipping.
 """
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,6 +21,7 @@ from contracts import (
     MoneyV2,
     OrderCancelledV1,
     OrderConfirmedV1,
+    OrderCreatedV1,
     OrderCreatedV2,
     OrderLineV2,
     OrderRejectedV1,
@@ -34,16 +37,19 @@ from contracts.versions import as_version
 from servicekit import telemetry
 from servicekit.batching import Batches, outcome_of
 from servicekit.consumer import PermanentFailure
+from servicekit.live import FellBehind, LiveHub
 from servicekit.outbox import add_to_outbox, staged
 
 from .adapters import repository
 from .domain.order import (
     CONFIRMATION,
     DISPATCH,
+    FINAL,
     REJECTION,
     OrderStatus,
     Transition,
     cancellation_refused,
+    is_later,
 )
 
 SERVICE = "orders"
@@ -323,6 +329,68 @@ async def _move(
     await add_to_outbox(conn, announcement)
     log.info("order %s: %s -> %s", order_id, current, new)
     return True
+
+
+STATUS_ANNOUNCED_BY: dict[type[Event], OrderStatus] = {
+    OrderCreatedV1: OrderStatus.PENDING,
+    OrderCreatedV2: OrderStatus.PENDING,
+    OrderConfirmedV1: OrderStatus.CONFIRMED,
+    OrderRejectedV1: OrderStatus.REJECTED,
+    OrderCancelledV1: OrderStatus.CANCELLED,
+    OrderShippedV1: OrderStatus.SHIPPED,
+}
+"""The events orders publishes as an order's status changes, each with the status it
+announces: what a live view of the status listens to."""
+_ANNOUNCING = {status: cls.TYPE for cls, status in STATUS_ANNOUNCED_BY.items()}
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """An order's status and the announcement that set it (the event type, unversioned)."""
+
+    order_id: UUID
+    status: OrderStatus
+    at: datetime
+    event_type: str
+    producer: str
+
+
+@contextlib.asynccontextmanager
+async def follow_status(
+    pool: asyncpg.Pool, hub: LiveHub, order_id: UUID
+) -> AsyncIterator[AsyncIterator[StatusChange]]:
+    """The order's status now, then each change as orders announces it, ending after a
+    final status; OrderNotFound on entering for an unknown order.
+
+    It listens before it reads, so a change committed meanwhile is in what it reads or in
+    what it hears, or both: a status is passed on only if it comes after the last one. A
+    listener that falls behind ends early (its client reconnects and reads the status
+    again)."""
+    with hub.listen(order_id) as heard:
+        async with pool.acquire() as conn:
+            row = await repository.fetch_status(conn, order_id)
+        if row is None:
+            raise OrderNotFound(f"order {order_id} not found")
+        status = OrderStatus(row["status"])
+        now = StatusChange(order_id, status, row["updated_at"], _ANNOUNCING[status], SERVICE)
+
+        async def changes() -> AsyncIterator[StatusChange]:
+            last = now
+            yield last
+            while last.status not in FINAL:
+                try:
+                    event = await heard.get()
+                except FellBehind as exc:
+                    log.warning("order %s: status stream ended: %s", order_id, exc)
+                    return
+                announced = STATUS_ANNOUNCED_BY.get(type(event))
+                if announced is not None and is_later(announced, than=last.status):
+                    last = StatusChange(
+                        order_id, announced, event.occurred_at, event.TYPE, event.producer
+                    )
+                    yield last
+
+        yield changes()
 
 
 async def _status_of(conn: asyncpg.Connection, order_id: UUID) -> OrderStatus:

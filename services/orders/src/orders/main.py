@@ -13,12 +13,13 @@ from contracts import (
     OrderShippedV1,
 )
 from servicekit.consumer import EventConsumer
+from servicekit.live import LiveHub, subscribe_live
 from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
 from .config import OrdersSettings
 from .entrypoints.amqp import EVENT_HANDLERS
 from .entrypoints.http import router
-from .handlers import SERVICE, OrderPlacing
+from .handlers import SERVICE, STATUS_ANNOUNCED_BY, OrderPlacing
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -43,6 +44,13 @@ def create_app(
             ],
         ),
         consumer_factory=consumer_factory,
+    )
+    app.state.live = LiveHub()
+    subscribe_live(
+        app.state.runtime.broker,
+        app.state.live,
+        owner=SERVICE,
+        routing_keys=[announcement.routing_key() for announcement in STATUS_ANNOUNCED_BY],
     )
     app.state.placing = OrderPlacing(
         lambda: app.state.runtime.pool,

@@ -131,6 +131,33 @@ async def fetch_order(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any
     return {**dict(row), "timeline": timeline, "history": history}
 
 
+async def fetch_status(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Record | None:
+    """The order's status and when it was set (`updated_at`)."""
+    return await conn.fetchrow(
+        "SELECT status, updated_at FROM orders WHERE order_id = $1", order_id
+    )
+
+
+ORDER_SORT_KEY = "SELECT created_at, order_id FROM orders WHERE order_id = $1"
+"""Where a page of the orders starts: they are paged by when placed, then by id."""
+
+
+async def list_orders(conn: asyncpg.Connection, page: Page) -> list[asyncpg.Record] | None:
+    """A page of the orders, newest first (by when placed, then by id); None when
+    `page.after` is no order's id."""
+    after = await page_start(conn, page, ORDER_SORT_KEY)
+    if after is None:
+        return None
+    return await conn.fetch(
+        """SELECT order_id, status, customer_name, total, currency, created_at, updated_at
+           FROM orders
+           WHERE $1::timestamptz IS NULL OR (created_at, order_id) < ($1, $2::uuid)
+           ORDER BY created_at DESC, order_id DESC LIMIT $3""",
+        *after,
+        page.limit,
+    )
+
+
 AUDITED = f"""SELECT order_id, status, EXISTS (
                      SELECT 1 FROM order_history AS h
                      WHERE h.order_id = o.order_id AND h.status_after = '{OrderStatus.CONFIRMED}'
@@ -147,9 +174,7 @@ async def audit_order(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Recor
 async def audit_orders(conn: asyncpg.Connection, page: Page) -> list[asyncpg.Record] | None:
     """A page of the orders, oldest first (by when placed, then by id); None when
     `page.after` is no order's id."""
-    after = await page_start(
-        conn, page, "SELECT created_at, order_id FROM orders WHERE order_id = $1"
-    )
+    after = await page_start(conn, page, ORDER_SORT_KEY)
     if after is None:
         return None
     return await conn.fetch(

@@ -8,6 +8,15 @@ from typing import Protocol
 from contracts.audit import OrderStatus  # the audit's vocabulary too: one definition
 
 CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.CONFIRMED})
+FINAL = frozenset({OrderStatus.SHIPPED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
+"""Statuses an order never leaves."""
+_STAGE = {OrderStatus.PENDING: 0, OrderStatus.CONFIRMED: 1} | dict.fromkeys(FINAL, 2)
+
+
+def is_later(status: OrderStatus, than: OrderStatus) -> bool:
+    """Whether an order in `than` can only have reached `status` after it: statuses move
+    forward, pending, then confirmed, then a final one (pending may go straight to one)."""
+    return _STAGE[status] > _STAGE[than]
 
 
 @dataclass(frozen=True)

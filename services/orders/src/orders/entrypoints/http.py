@@ -1,6 +1,9 @@
 """Orders HTTP API."""
 
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -15,6 +18,7 @@ from fastapi import (
     Response,
     status,
 )
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, EmailStr, Field, StrictInt, field_validator
 
 from contracts import (
@@ -27,16 +31,18 @@ from contracts import (
     ShippingAddress,
 )
 from contracts.api import UNREADABLE_BODY, ErrorMessage, Page
-from contracts.audit import OrderAudit, OrdersAudit
+from contracts.audit import OrderAudit, OrdersAudit, OrderStatus
 from contracts.common import MAX_AMOUNT, Amount, CurrencyCode, Sku, WireModel
 from servicekit.auth import (
     OPERATOR_ONLY_RESPONSES,
     ORDER_ACCESS_RESPONSES,
     OperatorOnly,
     OrderAccess,
+    OrderAccessInQuery,
     mint_order_token,
 )
 from servicekit.dependencies import PoolDep, RuntimeDep
+from servicekit.live import LiveHub
 from servicekit.rpc import NoReply, ask
 from servicekit.telemetry import current_context, tag_order
 
@@ -52,6 +58,13 @@ async def get_placing(request: Request) -> handlers.OrderPlacing:
 
 
 PlacingDep = Annotated[handlers.OrderPlacing, Depends(get_placing)]
+
+
+async def get_live_hub(request: Request) -> LiveHub:
+    return request.app.state.live
+
+
+LiveHubDep = Annotated[LiveHub, Depends(get_live_hub)]
 
 
 class OrderItem(WireModel):
@@ -219,6 +232,117 @@ async def get_order(order_id: UUID, pool: PoolDep) -> dict[str, Any]:
     if order is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
     return order
+
+
+class StatusEvent(BaseModel):
+    """The `data` of each `status` event of GET /orders/{order_id}/events."""
+
+    order_id: UUID
+    status: OrderStatus
+    at: datetime = Field(description="When the order took this status.")
+    event_type: str = Field(
+        description="The event orders announced it with, e.g. `order.confirmed`."
+    )
+    producer: str
+
+
+async def order_followed(
+    order_id: UUID, pool: PoolDep, hub: LiveHubDep, runtime: RuntimeDep
+) -> AsyncIterator[AsyncIterator[handlers.StatusChange]]:
+    """The order's status changes, listened to from before the order is read (404 if it is
+    unknown) until the stream ends."""
+    if not runtime.broker_ready:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "not connected to RabbitMQ yet: no live events"
+        )
+    async with contextlib.AsyncExitStack() as following:
+        try:
+            changes = await following.enter_async_context(
+                handlers.follow_status(pool, hub, order_id)
+            )
+        except handlers.OrderNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        yield changes
+
+
+def json_error(description: str) -> dict[str, Any]:
+    """An ErrorMessage answer of a route whose own media type is not JSON: FastAPI documents
+    a response's `model` under the route's media type. ErrorMessage is in the document's
+    components as the other routes' `model`."""
+    schema = {"$ref": "#/components/schemas/ErrorMessage"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+FollowedDep = Annotated[AsyncIterator[handlers.StatusChange], Depends(order_followed)]
+
+
+@router.get(
+    "/orders/{order_id}/events",
+    response_class=EventSourceResponse,
+    dependencies=[OrderAccessInQuery],
+    responses={
+        status.HTTP_200_OK: {
+            "description": "`status` events, and a `: ping` comment every 15 s of quiet",
+            "content": {
+                "text/event-stream": {
+                    "itemSchema": {
+                        "required": ["event"],
+                        "properties": {"event": {"const": "status"}},
+                    }
+                }
+            },
+        },
+        **ORDER_ACCESS_RESPONSES,
+        status.HTTP_404_NOT_FOUND: json_error("No such order"),
+        status.HTTP_503_SERVICE_UNAVAILABLE: json_error(
+            "This process is not connected to RabbitMQ yet"
+        ),
+    },
+)
+async def stream_status(changes: FollowedDep) -> AsyncIterator[StatusEvent]:
+    """The order's status as Server-Sent Events: first its status now, then one `status`
+    event per change as it happens, from whichever replica answers; the stream ends after
+    a final status (shipped, rejected, cancelled). For a browser's EventSource, which sends
+    no headers, the order's token may come as `?access_token=` (this route alone)."""
+    # Annotated with the data, so OpenAPI documents it; each is sent as a ServerSentEvent
+    # to name its event, which FastAPI passes through without validating it again.
+    async for change in changes:
+        yield ServerSentEvent(
+            event="status",
+            data=StatusEvent(
+                order_id=change.order_id,
+                status=change.status,
+                at=change.at,
+                event_type=change.event_type,
+                producer=change.producer,
+            ),
+        )
+
+
+class OrderSummary(BaseModel):
+    """One order of GET /orders."""
+
+    order_id: UUID
+    status: OrderStatus
+    customer_name: str
+    total: Amount
+    currency: CurrencyCode
+    created_at: datetime
+    updated_at: datetime
+
+
+@router.get(
+    "/orders",
+    dependencies=[OperatorOnly],
+    responses=OPERATOR_ONLY_RESPONSES,
+)
+async def list_orders(pool: PoolDep, page: Annotated[Page, Query()]) -> list[OrderSummary]:
+    """For operators: the orders, newest first, a page at a time."""
+    async with pool.acquire() as conn:
+        rows = await repository.list_orders(conn, page)
+    if rows is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, page.unknown_cursor())
+    return [OrderSummary(**row) for row in rows]
 
 
 @router.get(
