@@ -556,6 +556,7 @@ async def test_every_operator_route_answers_an_operator_token_only(
         ("shipping", "POST", f"/shipments/{nobody}/dispatch", None, 404),
         ("email", "GET", "/emails", None, 200),
         ("orders", "GET", "/audit/orders", None, 200),
+        ("orders", "GET", "/orders", None, 200),
         *((entry.name, "GET", "/audit/outbox", None, 200) for entry in SERVICES),
         *(
             (name, "POST", "/audit/orders", {"order_ids": []}, 200)
@@ -642,3 +643,33 @@ async def test_an_idempotent_replay_carries_a_token_for_the_same_order(system) -
         response = await customer.get(f"/orders/{first}", headers=bearer(token))
     assert again == first
     assert response.status_code == 200, response.text
+
+
+async def first_status(client: httpx.AsyncClient, path: str, **params: str) -> tuple[int, str]:
+    """The stream's status code and, if it opened, the `data` of its first event."""
+    async with client.stream("GET", path, params=params) as stream:
+        if stream.status_code != 200:
+            return stream.status_code, ""
+        async for line in stream.aiter_lines():
+            if line.startswith("data:"):
+                return 200, json.loads(line.removeprefix("data:"))["status"]
+    return 200, ""
+
+
+async def test_an_orders_live_status_takes_its_own_token_also_in_the_query_and_nowhere_else(
+    system, operator_token: str
+) -> None:
+    async with clients(system) as anonymous, clients(system, operator_token) as operator:
+        await operator["inventory"].put("/stock/LP-LIVE", json={"available": 10})
+        customer = anonymous["orders"]
+        mine, my_token = await placed(customer, "LP-LIVE")
+        _, their_token = await placed(customer, "LP-LIVE")
+        events = f"/orders/{mine}/events"
+
+        own = await first_status(customer, events, access_token=my_token)
+        theirs = await first_status(customer, events, access_token=their_token)
+        none = await first_status(customer, events)
+        read_with_query = await customer.get(f"/orders/{mine}", params={"access_token": my_token})
+    assert own[0] == 200 and own[1] in ("pending", "confirmed"), own
+    assert (theirs[0], none[0]) == (403, 401)
+    assert read_with_query.status_code == 401, "only the stream reads a token from the URL"
