@@ -34,6 +34,7 @@ from servicekit.db import DatabaseUnavailable, ensure_database
 from servicekit.registry import SERVICES, ServiceEntry, service
 from servicekit.topology import EventsExchangeMissing, ServiceTopology, broker_permissions
 from testkit import servers
+from testkit.events import SHIPPING_ADDRESS
 from testkit.polling import eventually
 from testkit.servers import Databases, Infrastructure, Vhost
 
@@ -593,13 +594,7 @@ async def placed(customer: httpx.AsyncClient, sku: str, key: str | None = None) 
     body = {
         "customer_email": "ada@example.com",
         "items": [{"sku": sku, "quantity": 1, "unit_price": "2.50"}],
-        "shipping_address": {
-            "name": "Ada",
-            "line1": "1 Main St",
-            "city": "Paris",
-            "postal_code": "75001",
-            "country": "FR",
-        },
+        "shipping_address": SHIPPING_ADDRESS,
     }
     headers = {"Idempotency-Key": key} if key else {}
     response = await customer.post("/orders", json=body, headers=headers)

@@ -24,7 +24,7 @@ from orders.main import MIGRATIONS, create_app
 from servicekit import cli
 from servicekit.live import LiveHub
 from testkit.broker import publish_event
-from testkit.events import order_created
+from testkit.events import SHIPPING_ADDRESS, order_created
 from testkit.polling import eventually
 from testkit.services import running_service
 
@@ -135,13 +135,7 @@ ORDER = {
     "customer_email": "ada@example.com",
     "customer_name": "Ada",
     "items": [{"sku": "SKU-1", "quantity": 2, "unit_price": "9.90"}],
-    "shipping_address": {
-        "name": "Ada",
-        "line1": "1 Main St",
-        "city": "Paris",
-        "postal_code": "75001",
-        "country": "FR",
-    },
+    "shipping_address": SHIPPING_ADDRESS,
 }
 
 

@@ -88,6 +88,11 @@ class LiveHub:
                     )
 
     @property
+    def idle(self) -> bool:
+        """No one listens: an event needs no decoding."""
+        return not self._listeners
+
+    @property
     def listeners(self) -> int:
         return sum(map(len, self._listeners.values()))
 
@@ -134,6 +139,8 @@ def subscribe_live(
         )
 
     async def on_event(message: RabbitMessage) -> None:
+        if hub.idle:
+            return
         try:
             event = decode_event(message.body, EVENTS_BY_ROUTING_KEY)
         except PermanentFailure as exc:
