@@ -195,27 +195,24 @@ async def test_each_service_owns_a_chain_of_quorum_queues_from_work_through_retr
         assert queues[name]["durable"], name
         return {key: value for key, _amqp_type, value in queues[name]["arguments"]}
 
-    def dead_letters_into(name: str) -> dict:
+    def dead_letters_through(exchange: str, routing_key: str) -> dict:
         return {
             "x-queue-type": "quorum",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": name,
+            "x-dead-letter-exchange": exchange,
+            "x-dead-letter-routing-key": routing_key,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
 
     for service in ("orders", "email", "inventory", "shipping"):
-        assert arguments(f"{service}.work") == {
-            **dead_letters_into(f"{service}.wait.1"),
-            "x-delivery-limit": 5,
-        }
-        for tier, delay_ms in enumerate((1000, 10_000, 60_000), start=1):
-            assert arguments(f"{service}.wait.{tier}") == {
-                **dead_letters_into(f"{service}.retry.{tier}"),
-                "x-message-ttl": delay_ms,
-            }
-            assert arguments(f"{service}.retry.{tier}") == {
-                **dead_letters_into(f"{service}.wait.{min(tier + 1, 3)}"),
+        for consuming in (f"{service}.work", *(f"{service}.retry.{tier}" for tier in (1, 2, 3))):
+            assert arguments(consuming) == {
+                **dead_letters_through(f"{service}.backoff", consuming),
                 "x-delivery-limit": 5,
+            }
+        for tier, delay in enumerate(("1s", "10s", "60s"), start=1):
+            assert arguments(f"{service}.wait.{tier}.{delay}") == {
+                **dead_letters_through(f"{service}.redeliver", f"{service}.retry.{tier}"),
+                "x-message-ttl": int(delay[:-1]) * 1000,
             }
         assert arguments(f"{service}.dlq") == {"x-queue-type": "quorum"}

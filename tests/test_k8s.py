@@ -37,9 +37,11 @@ from servicekit.settings import ServiceSettings
 from servicekit.topology import (
     DEFAULT_EXCHANGE,
     EVENTS_EXCHANGE,
+    backoff_exchange_name,
     broker_permissions,
     dead_letter_exchange_name,
     dead_letter_queue_name,
+    redeliver_exchange_name,
     retry_queue_name,
     wait_queue_name,
     work_queue_name,
@@ -588,9 +590,11 @@ def permission_problems(service: str, permissions: dict[str, str]) -> list[str]:
     own = [
         work_queue_name(service),
         retry_queue_name(service, 1),
-        wait_queue_name(service, 1),
+        wait_queue_name(service, 1, 1.0),
         dead_letter_queue_name(service),
         dead_letter_exchange_name(service),
+        backoff_exchange_name(service),
+        redeliver_exchange_name(service),
     ]
     theirs = [
         name

@@ -13,7 +13,12 @@ from pydantic import ValidationError
 from servicekit.db import create_pool, ensure_database
 from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
-from servicekit.topology import ServiceTopology, broker_permissions
+from servicekit.topology import (
+    ServiceTopology,
+    backoff_exchange_name,
+    broker_permissions,
+    redeliver_exchange_name,
+)
 from testkit.servers import Infrastructure
 
 
@@ -86,7 +91,13 @@ def names_allowed(pattern: str, names: list[str]) -> set[str]:
 
 def test_a_service_may_configure_and_read_only_its_own_queues_and_exchanges() -> None:
     topology = ServiceTopology("inventory", ("order.created.v2",))
-    own = [q.name for q in topology.all_queues] + [topology.dead_letter_exchange.name]
+    own = [
+        *(q.name for q in topology.all_queues),
+        topology.dead_letter_exchange.name,
+        backoff_exchange_name("inventory"),
+        topology.backoff_routing_exchange,
+        redeliver_exchange_name("inventory"),
+    ]
     others = ["orders.work", "orders.dlx", "inventoryx.work", "inventory", "events.x"]
     configure, write, read = broker_permissions("inventory")
     candidates = [*own, *others, "events", "amq.default"]

@@ -55,6 +55,7 @@ from .topology import (
     DELIVERY_LIMIT,
     EVENTS_EXCHANGE,
     ServiceTopology,
+    redeliver_exchange_name,
     work_queue_name,
 )
 
@@ -258,14 +259,22 @@ class EventConsumer:
         self._running = asyncio.Semaphore(prefetch)
         self._batches = Batches(self._apply_batch, batch_size) if batch_size > 1 else None
         self._applied_alone = frozenset(applied_alone)
-        self._consuming = [queue.name for queue in self.topology.consuming_queues]
+        self._prefetch = prefetch
         self.stats = ConsumerStats()
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         """(event type, outcome) -> messages, for /metrics."""
-        self.subscribers = [
-            self._subscribe(queue, prefetch, tier)
-            for tier, queue in enumerate(self.topology.consuming_queues)
-        ]
+        self.subscribers: list[Any] = []
+        self.consume(self.topology)
+
+    def consume(self, topology: ServiceTopology) -> None:
+        """Subscribe to every consuming queue of `topology`, the topology as declared on the
+        broker (`ServiceTopology.declare`): retry queues an earlier layout left are consumed
+        too. Called before the broker starts."""
+        self.topology = topology
+        self._consuming = [queue.name for queue in topology.consuming_queues]
+        queues = topology.consuming_queues
+        for tier in range(len(self.subscribers), len(queues)):
+            self.subscribers.append(self._subscribe(queues[tier], self._prefetch, tier))
 
     def _subscribe(self, queue: RabbitQueue, prefetch: int, tier: int) -> Any:
         subscriber = self._broker.subscriber(
@@ -280,11 +289,11 @@ class EventConsumer:
             description=(
                 "Events routed from the `events` exchange; each is handled once."
                 if tier == 0
-                else f"Events back from a {self.topology.retry_delays[tier - 1]:g}s wait after "
-                "a failed attempt; handled as from the work queue."
+                else f"Events back from retry tier {tier}'s wait after a failed attempt; "
+                "handled as from the work queue."
             ),
         )
-        next_delay = self.topology.retry_delays[min(tier, len(self.topology.retry_delays) - 1)]
+        next_delay = self.topology.delay_after(tier)
 
         async def on_message(message: RabbitMessage) -> None:
             await self.process(message, next_delay)
@@ -463,7 +472,7 @@ class EventConsumer:
         try:
             await self._broker.publish(
                 raw.body,
-                exchange="",
+                exchange=redeliver_exchange_name(self.topology.service),
                 routing_key=work_queue,
                 persist=True,
                 mandatory=True,

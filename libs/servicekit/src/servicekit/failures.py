@@ -128,8 +128,20 @@ def original_route(
     )
     if isinstance(replayed_exchange, str) and isinstance(replayed_key, str):
         return replayed_exchange, replayed_key
-    # Every hop after the first goes through the default exchange ("") by queue name.
-    published = next((d for d in deaths(headers) if d.exchange and d.routing_keys), None)
+    # Every hop after the first goes through the service's own exchanges: the route it was
+    # published under is the one its first death records.
+    first_queue, first_reason = (
+        headers.get("x-first-death-queue"),
+        headers.get("x-first-death-reason"),
+    )
+    published = next(
+        (
+            death
+            for death in deaths(headers)
+            if (death.queue, death.reason) == (first_queue, first_reason) and death.routing_keys
+        ),
+        None,
+    )
     if published is not None:
         return published.exchange, published.routing_keys[0]
     return exchange, routing_key

@@ -35,7 +35,7 @@ from .outbox import OutboxRelay
 from .rpc import Responder, subscribe_responder
 from .settings import ServiceSettings
 from .telemetry import messaging_middleware, tracer_provider
-from .topology import ServiceTopology
+from .topology import Drift, ServiceTopology
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class ServiceRuntime:
     pool: asyncpg.Pool | None = None
     broker_ready: bool = False
     broker_error: str | None = None
+    topology_drift: list[Drift] = field(default_factory=list)
+    """Queues the broker holds with other arguments than this release declares."""
     topology_channel: AbstractRobustChannel | None = field(default=None, repr=False)
     """The channel the topology is declared on, and nothing consumes on (see
     `ServiceTopology.declare`). Held here for the connection's life: the robust connection
@@ -119,7 +121,9 @@ class ServiceRuntime:
                 connection = await self.broker.connect()
                 if self.topology_channel is None or self.topology_channel.is_closed:
                     self.topology_channel = await connection.channel(publisher_confirms=False)
-                await self.topology.declare(self.topology_channel)
+                declared = await self.topology.declare(self.topology_channel)
+                self.consumer.consume(declared.topology)
+                self.topology_drift = declared.drift
                 await self.broker.start()  # each subscriber opens its own channel and QoS
             except Exception as exc:  # noqa: BLE001 - unreachable or refused: report and retry
                 self.broker_error = f"{type(exc).__name__}: {exc}"
@@ -130,6 +134,13 @@ class ServiceRuntime:
                 self.broker_ready, self.broker_error = True, None
                 queues = ", ".join(q.name for q in self.topology.consuming_queues)
                 log.info("consuming from %s", queues)
+                for drift in self.topology_drift:
+                    log.warning(
+                        "queue %s is not as this release declares it (%s): consumed as it is; "
+                        "`orderctl topology plan` shows the change, `apply` makes it",
+                        drift.queue,
+                        drift.difference,
+                    )
                 return
 
 

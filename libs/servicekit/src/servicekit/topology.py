@@ -4,33 +4,51 @@ One durable topic exchange `events` carries every event under `<aggregate>.<even
 Each consuming service owns a chain of quorum queues; the broker moves a failing message
 along it by dead-lettering, so retry state lives in the broker, not in a consumer:
 
-    events ──▶ <svc>.work ──reject──▶ <svc>.wait.1 ──TTL 1s──▶ <svc>.retry.1
-               <svc>.retry.1 ──reject──▶ <svc>.wait.2 ──TTL 10s──▶ <svc>.retry.2
-               ...                      (the last retry queue loops on the last wait)
+    events ─▶ <svc>.work ─reject─▶ <svc>.backoff ─▶ <svc>.wait.1.1s
+              <svc>.wait.1.1s ─TTL 1s─▶ <svc>.redeliver ─▶ <svc>.retry.1
+              <svc>.retry.1 ─reject─▶ <svc>.backoff ─▶ <svc>.wait.2.10s ─TTL 10s─▶ ...
+              ...            (the last retry queue loops on the last wait)
 
 - `<svc>.work` and every `<svc>.retry.<n>` are consumed by the same handlers. Rejecting a
-  message there dead-letters it into the next wait queue, and the broker records that in the
-  message's `x-death` header: the attempt count survives restarts and is shared by replicas.
-- `<svc>.wait.<n>` has no consumer; its queue-level TTL is the n-th backoff delay (per-message
-  TTL would block behind the message at the head on RabbitMQ 3.10).
+  message there dead-letters it, and the broker records that in the message's `x-death`
+  header: the attempt count survives restarts and is shared by replicas.
+- Every queue is fed through a binding, never by name through the default exchange, so an
+  operator can move a queue's inflow elsewhere (`orderctl topology apply`).
+- A consuming queue's arguments never depend on the retry settings: it dead-letters into the
+  service's fanout exchange `<svc>.backoff` under its own name. `<svc>.backoff` is bound to
+  one routing exchange per layout of waits, `<svc>.backoff.<fingerprint>`, whose bindings
+  send each queue's failures to the wait queue of its next tier.
+- `<svc>.wait.<tier>.<delay>` has no consumer; its queue-level TTL is the tier's backoff
+  delay (per-message TTL would block behind the message at the head on RabbitMQ 3.10). Its
+  name says everything its arguments hold, so a new delay is a new queue beside the old one,
+  never a redeclaration RabbitMQ would refuse. It dead-letters into `<svc>.redeliver`, where
+  each consuming queue is bound under its own name.
 - `<svc>.dlx` is a fanout exchange into `<svc>.dlq`, where the consumer puts what can never be
   processed, or is out of attempts, with the reason in the headers. Operators replay from there
   to `<svc>.work` alone, so other services see nothing twice.
 
-RabbitMQ refuses to redeclare a queue with different arguments, so these definitions live here
-only. Changing a service's retry delays changes its wait queues: drain and delete them first.
+A service started with other retry delays declares the new waits and a new routing exchange,
+and starts `<svc>.backoff` afresh bound to it alone (`ServiceTopology.declare`). Messages in
+the old waits still expire into their retry queue; `orderctl topology apply` removes the old
+waits once they are empty. A shorter list of delays leaves retry queues beyond it: they are
+still consumed, and send their failures to the last wait.
 
 What each service may do on the broker, and nothing more, is `broker_permissions`: provisioning
 grants exactly that, and declares `events`, which no service may configure.
 """
 
+import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
-from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
+from aiormq.exceptions import (
+    ChannelAccessRefused,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+)
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
 from contracts import EVENTS_BY_ROUTING_KEY
@@ -57,12 +75,10 @@ def broker_permissions(service: str) -> BrokerPermissions:
 
     - configure (declare, delete) only its own queues and exchanges, `<service>.*`;
     - write (publish, and be the destination of a binding: a queue bound to `events`)
-      its own queues and dead-letter exchange, `events`, and the default exchange. The
-      default exchange is needed three times over: every queue of the retry chain
-      dead-letters through it, and RabbitMQ checks write on a queue's
-      `x-dead-letter-exchange` when it is declared; an asker publishes its query through
-      it to the responder's queue; a responder publishes the answer through it to the
-      asker's direct reply-to;
+      its own queues and exchanges, `events`, and the default exchange. The retry chain
+      never goes through the default exchange (every queue is fed through a binding);
+      request-reply does: an asker publishes its query through it to the responder's
+      queue, and a responder its answer to the asker's direct reply-to;
     - read (consume, and be the source of a binding) its own queues and `events`.
       Consuming direct reply-to (`amq.rabbitmq.reply-to`) needs no read permission.
     """
@@ -93,8 +109,15 @@ def retry_queue_name(service: str, tier: int) -> str:
     return f"{service}.retry.{tier}"
 
 
-def wait_queue_name(service: str, tier: int) -> str:
-    return f"{service}.wait.{tier}"
+def wait_queue_name(service: str, tier: int, delay: float) -> str:
+    """`orders.wait.2.10s`: the wait before retry tier 2, 10 seconds long."""
+    return f"{service}.wait.{tier}.{format_delay(delay)}"
+
+
+def format_delay(seconds: float) -> str:
+    """`10s`, or `1500ms` where whole seconds would round."""
+    milliseconds = round(seconds * 1000)
+    return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
 
 
 def dead_letter_queue_name(service: str) -> str:
@@ -105,13 +128,47 @@ def dead_letter_exchange_name(service: str) -> str:
     return f"{service}.dlx"
 
 
-def _dead_letter_to(queue: str) -> dict[str, str]:
-    """Arguments that dead-letter, at least once, straight into `queue` (default exchange)."""
+def backoff_exchange_name(service: str) -> str:
+    """Where every consuming queue dead-letters a failed message, under its own name."""
+    return f"{service}.backoff"
+
+
+def redeliver_exchange_name(service: str) -> str:
+    """Delivers into one of the service's consuming queues by its name: waits expiring,
+    resubmissions and replays."""
+    return f"{service}.redeliver"
+
+
+class Drift(NamedTuple):
+    """A queue the broker holds with other arguments than this code declares: consumed as it
+    is, until `orderctl topology apply` migrates it."""
+
+    queue: str
+    difference: str
+
+
+def _dead_letter_through(exchange: str, routing_key: str) -> dict[str, str]:
+    """Arguments that dead-letter, at least once, into `exchange` under `routing_key`."""
     return {
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": queue,
+        "x-dead-letter-exchange": exchange,
+        "x-dead-letter-routing-key": routing_key,
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",  # at-least-once needs it, or stays at-most-once silently
+    }
+
+
+def consuming_queue_arguments(service: str, name: str) -> dict[str, object]:
+    """The same for every consuming queue of every release: no retry setting is in them."""
+    return {
+        "x-delivery-limit": DELIVERY_LIMIT,
+        **_dead_letter_through(backoff_exchange_name(service), name),
+    }
+
+
+def wait_queue_arguments(service: str, tier: int, delay: float) -> dict[str, object]:
+    return {
+        "x-message-ttl": round(delay * 1000),
+        **_dead_letter_through(redeliver_exchange_name(service), retry_queue_name(service, tier)),
     }
 
 
@@ -120,40 +177,64 @@ class ServiceTopology:
     service: str
     routing_keys: tuple[str, ...]
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    retry_tiers: int = 0
+    """Retry queues consumed; more than the delays when an earlier layout had more tiers and
+    its retry queues still exist. 0: one per delay."""
 
     def __post_init__(self) -> None:
         if not self.retry_delays or min(self.retry_delays) <= 0:
             raise ValueError("retry_delays needs at least one positive delay")
+        if self.retry_tiers < len(self.retry_delays):
+            object.__setattr__(self, "retry_tiers", len(self.retry_delays))
 
     @property
     def work_queue(self) -> RabbitQueue:
-        return self._consuming_queue(work_queue_name(self.service), next_tier=1)
+        return self._consuming_queue(work_queue_name(self.service))
 
     @property
     def retry_queues(self) -> list[RabbitQueue]:
-        last = len(self.retry_delays)
         return [
-            self._consuming_queue(retry_queue_name(self.service, tier), min(tier + 1, last))
-            for tier in range(1, last + 1)
+            self._consuming_queue(retry_queue_name(self.service, tier))
+            for tier in range(1, self.retry_tiers + 1)
         ]
+
+    @property
+    def retry_queue_after_the_last(self) -> str:
+        return retry_queue_name(self.service, self.retry_tiers + 1)
 
     @property
     def consuming_queues(self) -> list[RabbitQueue]:
         return [self.work_queue, *self.retry_queues]
 
+    def delay_after(self, queue_index: int) -> float:
+        """The backoff after a failure in `consuming_queues[queue_index]`."""
+        return self.retry_delays[min(queue_index, len(self.retry_delays) - 1)]
+
     @property
     def wait_queues(self) -> list[RabbitQueue]:
         return [
             RabbitQueue(
-                wait_queue_name(self.service, tier),
+                wait_queue_name(self.service, tier, delay),
                 queue_type=QueueType.QUORUM,
-                arguments={
-                    "x-message-ttl": round(delay * 1000),
-                    **_dead_letter_to(retry_queue_name(self.service, tier)),
-                },
+                arguments=wait_queue_arguments(self.service, tier, delay),
             )
             for tier, delay in enumerate(self.retry_delays, start=1)
         ]
+
+    @property
+    def backoff_routes(self) -> dict[str, str]:
+        """Consuming queue -> the wait queue its failures go to."""
+        waits = [queue.name for queue in self.wait_queues]
+        return {
+            queue.name: waits[min(index, len(waits) - 1)]
+            for index, queue in enumerate(self.consuming_queues)
+        }
+
+    @property
+    def backoff_routing_exchange(self) -> str:
+        """`<svc>.backoff.<fingerprint>`: one per layout of `backoff_routes`."""
+        layout = repr(sorted(self.backoff_routes.items())).encode()
+        return f"{backoff_exchange_name(self.service)}.{hashlib.sha256(layout).hexdigest()[:8]}"
 
     @property
     def dead_letter_exchange(self) -> RabbitExchange:
@@ -169,17 +250,17 @@ class ServiceTopology:
     def all_queues(self) -> Sequence[RabbitQueue]:
         return [*self.consuming_queues, *self.wait_queues, self.dead_letter_queue]
 
-    def _consuming_queue(self, name: str, next_tier: int) -> RabbitQueue:
+    def _consuming_queue(self, name: str) -> RabbitQueue:
+        """`declare=False`: a subscriber only checks that its queue exists; `declare` made it,
+        and a queue from an earlier release is consumed as it is (`Drift`)."""
         return RabbitQueue(
             name,
             queue_type=QueueType.QUORUM,
-            arguments={
-                "x-delivery-limit": DELIVERY_LIMIT,
-                **_dead_letter_to(wait_queue_name(self.service, next_tier)),
-            },
+            declare=False,
+            arguments=consuming_queue_arguments(self.service, name),
         )
 
-    async def declare(self, channel: AbstractChannel) -> None:
+    async def declare(self, channel: AbstractChannel) -> "DeclaredTopology":
         """Declare exchanges, queues and bindings on `channel`; safe to repeat.
 
         `events` is declared on a channel of its own (`declare_events_exchange`), so a user
@@ -192,21 +273,82 @@ class ServiceTopology:
         Use a channel nobody consumes on, never `RabbitBroker.declare_queue`: FastStream
         caches each queue it declares by its definition alone, whatever the channel, and a
         subscriber finding its queue in that cache consumes on the channel it was declared
-        on instead of opening its own `Channel(prefetch_count=N)`. Each subscriber declares
-        its queue again, identically, on its own channel as it starts.
+        on instead of opening its own `Channel(prefetch_count=N)`.
         """
         await declare_events_exchange(channel)
-        events = EVENTS_EXCHANGE.name
-        dlx = await _declare_exchange(channel, self.dead_letter_exchange)
-        dlq = await _declare_queue(channel, self.dead_letter_queue)
+        connection = (await channel.get_underlay_channel()).connection
+        topology = self
+        while await _queue_exists(connection, topology.retry_queue_after_the_last):
+            topology = replace(topology, retry_tiers=topology.retry_tiers + 1)
+        dlx = await _declare_exchange(channel, topology.dead_letter_exchange)
+        dlq = await _declare_queue(channel, topology.dead_letter_queue)
         await dlq.bind(dlx, routing_key="")
-        for queue in [*self.wait_queues, *self.retry_queues]:
+        redeliver = await channel.declare_exchange(
+            redeliver_exchange_name(self.service), ExchangeType.DIRECT.value, durable=True
+        )
+        drift = []
+        for queue in topology.consuming_queues:
+            difference = await _declare_queue_as_found(channel, queue)
+            if difference is not None:
+                drift.append(Drift(queue.name, difference))
+            consuming = await channel.get_queue(queue.name, ensure=False)
+            await consuming.bind(redeliver, routing_key=queue.name)
+        for queue in topology.wait_queues:
             await _declare_queue(channel, queue)
-        work = await _declare_queue(channel, self.work_queue)
-        for key in self.routing_keys:
+        await topology._route_backoff(channel)
+        work = await channel.get_queue(topology.work_queue.name, ensure=False)
+        events = EVENTS_EXCHANGE.name
+        for key in topology.routing_keys:
             await work.bind(events, routing_key=key)
-        for key in EVENTS_BY_ROUTING_KEY.keys() - set(self.routing_keys):
+        for key in EVENTS_BY_ROUTING_KEY.keys() - set(topology.routing_keys):
             await work.unbind(events, routing_key=key)
+        return DeclaredTopology(topology, drift)
+
+    async def _route_backoff(self, channel: AbstractChannel) -> None:
+        """Bind `<svc>.backoff` to this layout's routing exchange alone.
+
+        Bindings cannot be listed over AMQP, so an earlier layout's binding could never be
+        named to be unbound: a new layout starts `<svc>.backoff` afresh instead (deleting an
+        exchange drops its bindings). Which layout the broker holds is kept in the arguments
+        of a queue that holds nothing, `<svc>.backoff.layout`: RabbitMQ compares a queue's
+        arguments when it is declared again (it does not compare an exchange's), so a declare
+        refused there means another layout. A message dead-lettered during the moment
+        `<svc>.backoff` is missing is not lost: at-least-once dead-lettering keeps it in its
+        queue and routes it again (RabbitMQ 3.10: about 3 minutes later)."""
+        backoff = backoff_exchange_name(self.service)
+        marker = self._layout_marker
+        other_layout = await _declare_queue_as_found(channel, marker, passive_if_refused=False)
+        if other_layout:
+            await channel.exchange_delete(backoff)
+        source = await channel.declare_exchange(backoff, ExchangeType.FANOUT.value, durable=True)
+        routes = await channel.declare_exchange(
+            self.backoff_routing_exchange, ExchangeType.DIRECT.value, durable=True
+        )
+        for failed_in, wait in self.backoff_routes.items():
+            queue = await channel.get_queue(wait, ensure=False)
+            await queue.bind(routes, routing_key=failed_in)
+        await routes.bind(source)
+        if other_layout:  # last: a start interrupted before this starts afresh again
+            await channel.queue_delete(marker.name)
+            await _declare_queue(channel, marker)
+
+    @property
+    def _layout_marker(self) -> RabbitQueue:
+        fingerprint = int(self.backoff_routing_exchange.rsplit(".", 1)[1], 16)
+        return RabbitQueue(
+            f"{backoff_exchange_name(self.service)}.layout",
+            durable=True,
+            arguments={"x-max-length": 0, "x-max-length-bytes": fingerprint},
+        )
+
+
+@dataclass(frozen=True)
+class DeclaredTopology:
+    """What `ServiceTopology.declare` found and made: the topology consumed, with every retry
+    queue the broker still holds, and the queues held with other arguments."""
+
+    topology: ServiceTopology
+    drift: list[Drift]
 
 
 async def declare_events_exchange(channel: AbstractChannel) -> None:
@@ -253,3 +395,46 @@ async def _declare_queue(channel: AbstractChannel, queue: RabbitQueue) -> Abstra
         auto_delete=queue.auto_delete,
         arguments=queue.arguments,
     )
+
+
+async def _declare_queue_as_found(
+    channel: AbstractChannel, queue: RabbitQueue, *, passive_if_refused: bool = True
+) -> str | None:
+    """Declare `queue`, or, where the broker holds it with other arguments, say how they
+    differ (and, `passive_if_refused`, take it as it is). RabbitMQ refuses such a declaration
+    with PRECONDITION_FAILED, closing the channel it came on: a channel of its own is tried
+    first."""
+    connection = (await channel.get_underlay_channel()).connection
+    probe = await connection.channel(publisher_confirms=False)
+    try:
+        await probe.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    except ChannelPreconditionFailed as exc:
+        if passive_if_refused:
+            await channel.declare_queue(queue.name, passive=True)
+        return str(exc)
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    await _declare_queue(channel, queue)
+    return None
+
+
+async def _queue_exists(connection: Any, name: str) -> bool:
+    return await _exists(connection, lambda probe: probe.queue_declare(name, passive=True))
+
+
+async def _exchange_exists(connection: Any, name: str) -> bool:
+    return await _exists(connection, lambda probe: probe.exchange_declare(name, passive=True))
+
+
+async def _exists(connection: Any, declare_passively: Any) -> bool:
+    """A passive declare on a channel of its own: a miss closes the channel."""
+    probe = await connection.channel(publisher_confirms=False)
+    try:
+        await declare_passively(probe)
+    except ChannelNotFoundEntity:
+        return False
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    return True
