@@ -191,7 +191,8 @@ async def test_an_order_whose_email_is_retried_is_still_one_trace(system, receiv
     wait queue, and every attempt is in the order's trace. (Last: it stops the sink.)"""
     def confirmation_attempts():
         """The first from the work queue, each retry from a retry queue (spans named
-        `default.email.retry.N process`), all of the one order.confirmed message."""
+        `email.redeliver.email.retry.N process`: the wait queue
+        dead-letters through `email.redeliver`), all of the one order.confirmed message."""
         spans = [s for s in receiver.in_trace(trace_id) if s.service == "email"]
         first = [s for s in spans if s.name == "events.order.confirmed.v1 process"]
         if not first:
@@ -219,4 +220,4 @@ async def test_an_order_whose_email_is_retried_is_still_one_trace(system, receiv
 
     attempts = await eventually(mailed_after_attempts, timeout=30)
     assert {s.attributes["order.id"] for s in attempts} == {order_id}
-    assert any(s.name.startswith("default.email.retry.") for s in attempts), attempts
+    assert any(s.name.startswith("email.redeliver.email.retry.") for s in attempts), attempts
