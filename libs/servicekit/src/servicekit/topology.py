@@ -423,10 +423,6 @@ async def _queue_exists(connection: Any, name: str) -> bool:
     return await _exists(connection, lambda probe: probe.queue_declare(name, passive=True))
 
 
-async def _exchange_exists(connection: Any, name: str) -> bool:
-    return await _exists(connection, lambda probe: probe.exchange_declare(name, passive=True))
-
-
 async def _exists(connection: Any, declare_passively: Any) -> bool:
     """A passive declare on a channel of its own: a miss closes the channel."""
     probe = await connection.channel(publisher_confirms=False)
