@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -21,10 +22,11 @@ from bench import cpu, report
 from bench.cli import columns
 from bench.load import Load, Outcome
 from bench.observe import COMPLETED, EMAILED, MILESTONES, Appended, Tap
-from bench.run import Options, run
+from bench.run import Options, retention_environment, run
 from bench.servers import HISTORY_ROWS_PER_ORDER, Servers, drop_databases, lsn_bytes, write_history
 from devstack import ROOT, StackConfig, instance_names
 from email_service.domain.emails import CustomerOrder, order_confirmation
+from orders.config import OrdersSettings
 from servicekit.db import ensure_database, migrate
 from servicekit.registry import SERVICE_NAMES, SERVICES
 from testkit.events import order_created
@@ -237,6 +239,14 @@ FIGURES = (
     *(f"memory_mb.{name}.{when}" for name in SERVICE_NAMES for when in ("before", "after")),
     "orders.transport_errors",
     "broker.dead_letters",
+    *(
+        f"tables.{when}.{name}.{table}.{figure}"
+        for when in ("before", "after")
+        for name in SERVICE_NAMES
+        for table in ("outbox", "processed_messages")
+        for figure in ("rows", "dead", "bytes")
+    ),
+    *(f"tables.after.orders.idempotency_keys.{figure}" for figure in ("rows", "dead", "bytes")),
 )
 
 
@@ -261,9 +271,12 @@ async def test_a_short_run_completes_every_order_and_reports_every_figure(
         service_env=small,
         replicas=replicas,
         streams=6,
+        retention=4.0 if replicas == 1 else None,
     )
     figures = await run(options, servers)
     text = report.text(figures)
+    assert ("; retention 4 s" in text) == (replicas == 1), text
+    assert "retained tables, rows (dead) size, start -> end:" in text
 
     orders = figures["orders"]
     counted = ("placed", "accepted", "confirmed", "completed", "done", "rejected", "unsettled")
@@ -358,3 +371,17 @@ def test_the_medians_of_each_tree_stand_side_by_side() -> None:
         "45.00",
         "0.38",
     ]
+
+
+@pytest.mark.parametrize("seconds", [4.0, 20.0])
+def test_a_short_retention_passes_the_settings_floor(monkeypatch, seconds: float) -> None:
+    environment = retention_environment(seconds)
+    for entry in SERVICES:
+        assert environment[f"{entry.env_prefix}OUTBOX_RETENTION"] == f"{seconds:g}"
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings, kept = OrdersSettings(), timedelta(seconds=seconds)
+    assert settings.outbox_retention == settings.processed_message_retention == kept
+    assert settings.idempotency_key_retention == kept
+    assert settings.retention_interval == kept / 4
+    assert 2 * settings.retry_span <= kept

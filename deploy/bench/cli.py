@@ -22,6 +22,7 @@ examples:
   make bench BENCH_ARGS="--rate 100 --duration 20"  open loop, 100 orders/s for 20 s
   make bench BENCH_ARGS="--through shipped --orders 300"
   make bench BENCH_ARGS="--orders 600 --streams 500"  500 status streams open meanwhile
+  make bench BENCH_ARGS="--orders 3000 --retention 20" rows deleted during the run
   make bench BENCH_ARGS="--tree /tmp/base --tree . --repeat 3 --json ab.json"
 """
 
@@ -58,6 +59,12 @@ OPTIONS = {
             int,
             "hold this many status streams (GET /orders/{id}/events) open during the load, "
             "each on an order placed for it before, at confirmed (nothing ships)",
+        ),
+        (
+            "--retention",
+            float,
+            "keep published outbox rows, processed event ids and idempotency keys this many "
+            "seconds, in rounds every quarter of it (retry delays shortened to fit)",
         ),
     ),
     "runs": (

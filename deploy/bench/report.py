@@ -85,9 +85,11 @@ class Measured:
     in_retry: int = 0
     shutdown: dict[str, int] = field(default_factory=dict)
     system: dict[str, object] = field(default_factory=dict)
+    """Where the system ran: its database prefix, virtual host, logs; connections free."""
     streams: dict[str, object] = field(default_factory=dict)
     """The status streams held open during the load (`run._open_streams`)."""
-    """Where the system ran: its database prefix, virtual host, logs; connections free."""
+    tables: dict[str, dict] = field(default_factory=dict)
+    """`servers.table_figures` before the load and once the services have stopped."""
 
 
 def figures(run: Measured) -> dict:
@@ -167,6 +169,7 @@ def figures(run: Measured) -> dict:
         },
         "broker": {"dead_letters": run.dead_letters, "in_retry": run.in_retry},
         "streams": run.streams,
+        "tables": run.tables,
         "shutdown": run.shutdown,
     }
 
@@ -215,7 +218,8 @@ def text(figures: Mapping) -> str:
         f"SHIPPING_DISPATCH_DELAY {load['dispatch_delay']:g} s"
         + ("; Idempotency-Key on every POST" if load["idempotency_keys"] else "")
         + (f"; {load['history']} earlier orders' rows" if load.get("history") else "")
-        + (f"; {load['replicas']} replicas of each service" if load.get("replicas", 1) > 1 else ""),
+        + (f"; {load['replicas']} replicas of each service" if load.get("replicas", 1) > 1 else "")
+        + (f"; retention {load['retention']:g} s" if load.get("retention") else ""),
         f"orders: {orders['placed']} placed, {orders['accepted']} accepted, "
         f"{orders['confirmed']} confirmed, {orders['rejected']} rejected, "
         f"{orders['completed']} completed"
@@ -278,6 +282,7 @@ def text(figures: Mapping) -> str:
             for name, mb in figures["memory_mb"].items()
         ),
     ]
+    lines += _tables_lines(figures.get("tables") or {})
     if any(code != 0 for code in figures["shutdown"].values()):
         lines.append(f"UNCLEAN SHUTDOWN: {figures['shutdown']}")
     return "\n".join(lines)
@@ -292,6 +297,28 @@ def _streams_line(streams: Mapping) -> list[str]:
         f"{streams['events']} events read"
         + (f"; FAILED{_counts(streams['failed'])}" if streams["failed"] else "")
     ]
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024:.0f} kB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MB"
+
+
+def _tables_lines(tables: Mapping) -> list[str]:
+    """Each service's retained tables at the start and the end: live rows (dead rows) size."""
+    if not tables:
+        return []
+    lines = ["retained tables, rows (dead) size, start -> end:"]
+    before, after = tables["before"], tables["after"]
+    for service, found in after.items():
+        shown = []
+        for table, end in found.items():
+            start = before.get(service, {}).get(table, {"rows": 0, "dead": 0, "bytes": 0})
+            shown.append(
+                f"{table} {start['rows']} ({start['dead']}) {_size(start['bytes'])} -> "
+                f"{end['rows']} ({end['dead']}) {_size(end['bytes'])}"
+            )
+        lines.append(f"  {service}: " + "; ".join(shown))
+    return lines
 
 
 def troubled(figures: Mapping) -> bool:

@@ -23,7 +23,7 @@ import httpx
 
 from devstack import ROOT, Stack, StackConfig, service_of
 from orderctl.broker import QueueProbe, service_depths
-from servicekit.registry import SERVICE_NAMES
+from servicekit.registry import SERVICE_NAMES, SERVICES
 
 from . import cpu, report
 from .load import Load, Streams, order_sender, stock
@@ -35,6 +35,7 @@ from .servers import (
     drop_databases,
     postgres_figures,
     postmaster_pid,
+    table_figures,
     write_history,
 )
 
@@ -59,6 +60,8 @@ class Options:
     """Earlier orders whose rows the kit's tables hold before the load (see `write_history`)."""
     streams: int = 0
     """Status streams held open during the load, each on an order placed for it before."""
+    retention: float | None = None
+    """Seconds every retained row is kept (`retention_environment`); None: the defaults."""
     service_env: dict[str, str] = field(default_factory=dict)
     idle_seconds: float = 2.0
     stall_timeout: float = 60.0
@@ -90,8 +93,25 @@ class Options:
             "replicas": self.replicas,
             "history": self.history,
             "streams": self.streams,
+            "retention": self.retention,
             "service_env": self.service_env,
         }
+
+
+def retention_environment(seconds: float) -> dict[str, str]:
+    """Every service keeps published outbox rows, processed event ids and idempotency keys
+    `seconds`, in retention rounds every quarter of that. Processed ids may be kept that
+    short only with a retry chain that fits twice in it and no margin: RETRY_DELAYS becomes
+    [seconds / 8], whose span over the default 4 attempts is 3/8 of it."""
+    shared = {
+        "RETENTION_INTERVAL": f"{seconds / 4:g}",
+        "OUTBOX_RETENTION": f"{seconds:g}",
+        "PROCESSED_MESSAGE_RETENTION": f"{seconds:g}",
+        "PROCESSED_MESSAGE_RETENTION_MARGIN": "0",
+        "RETRY_DELAYS": f"[{seconds / 8:g}]",
+    }
+    environment = {f"{s.env_prefix}{name}": v for s in SERVICES for name, v in shared.items()}
+    return environment | {"ORDERS_IDEMPOTENCY_KEY_RETENTION": f"{seconds:g}"}
 
 
 class Progress:
@@ -147,6 +167,7 @@ async def run(options: Options, servers: Servers, progress: Progress | None = No
         replicas=options.replicas,
         service_env={
             "SHIPPING_DISPATCH_DELAY": str(options.shipping_dispatch_delay),
+            **(retention_environment(options.retention) if options.retention else {}),
             **options.service_env,
         },
     )
@@ -164,6 +185,7 @@ async def run(options: Options, servers: Servers, progress: Progress | None = No
             raise RuntimeError(f"{exc}\n{_last_lines(stack)}") from exc
         if options.history:
             await write_history(servers.postgres_url, prefix, options.history)
+        tables_before = await table_figures(admin, servers.postgres_url, prefix)
         async with await aio_pika.connect(config.rabbitmq_url) as broker:
             measured = await _measure(
                 options, revision(tree), stack, broker, admin, prefix, progress
@@ -178,6 +200,10 @@ async def run(options: Options, servers: Servers, progress: Progress | None = No
         }
         # A backend reports its commits when it exits: read them once the services are gone.
         measured.pg_after = await postgres_figures(admin, prefix)
+        measured.tables = {
+            "before": tables_before,
+            "after": await table_figures(admin, servers.postgres_url, prefix),
+        }
         figures = report.figures(measured)
         clean = not report.troubled(figures)
         return figures

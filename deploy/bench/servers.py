@@ -1,5 +1,5 @@
 """The shared servers, as the benchmark uses them: a virtual host of its own on RabbitMQ, and
-PostgreSQL's server-level statistics (never a service's tables).
+PostgreSQL's statistics (never a service's rows: its tables' sizes are catalogue figures).
 
 Each run gets a fresh virtual host, so no other stack on the broker (a `make run`, another
 benchmark) shares its queues, and databases under a prefix of its own; both are removed
@@ -109,14 +109,53 @@ async def postmaster_pid(conn: asyncpg.Connection) -> int | None:
     return parent.pid if parent is not None and parent.command == "postgres" else None
 
 
+async def run_databases(conn: asyncpg.Connection, database_prefix: str) -> list[str]:
+    """The names of the databases named `<database_prefix>...`."""
+    names = await conn.fetch(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
+        database_prefix,
+    )
+    return [row["datname"] for row in names]
+
+
 async def drop_databases(conn: asyncpg.Connection, database_prefix: str) -> list[str]:
     """Drop every database named `<database_prefix>...`; their names."""
-    names = await conn.fetch(
-        "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", database_prefix
-    )
-    for row in names:
-        await conn.execute(f'DROP DATABASE "{row["datname"]}" WITH (FORCE)')
-    return [row["datname"] for row in names]
+    names = await run_databases(conn, database_prefix)
+    for name in names:
+        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    return names
+
+
+RETAINED_TABLES = ("outbox", "processed_messages", "idempotency_keys")
+"""The tables retention keeps bounded (`servicekit.retention`); idempotency keys are orders'."""
+
+
+async def table_figures(
+    conn: asyncpg.Connection, postgres_url: str, database_prefix: str
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Each service (its database's name less the prefix) -> each of its RETAINED_TABLES ->
+    live and dead rows as PostgreSQL's statistics count them, and bytes on disk with
+    indexes and TOAST: a deleted row is dead until a vacuum reclaims its space."""
+    figures = {}
+    for name in await run_databases(conn, database_prefix):
+        database = await asyncpg.connect(f"{postgres_url}/{name}")
+        try:
+            rows = await database.fetch(
+                """SELECT relname, n_live_tup, n_dead_tup, pg_total_relation_size(relid) AS size
+                   FROM pg_stat_user_tables WHERE relname = ANY($1) ORDER BY relname""",
+                list(RETAINED_TABLES),
+            )
+        finally:
+            await database.close()
+        figures[name.removeprefix(database_prefix)] = {
+            row["relname"]: {
+                "rows": row["n_live_tup"],
+                "dead": row["n_dead_tup"],
+                "bytes": row["size"],
+            }
+            for row in rows
+        }
+    return figures
 
 
 HISTORY_ROWS_PER_ORDER = 2
@@ -131,13 +170,11 @@ async def write_history(postgres_url: str, database_prefix: str, orders: int) ->
     each (no vacuum has run), and the event ids it has processed."""
     admin = await asyncpg.connect(f"{postgres_url}/postgres")
     try:
-        names = await admin.fetch(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", database_prefix
-        )
+        names = await run_databases(admin, database_prefix)
     finally:
         await admin.close()
     rows = orders * HISTORY_ROWS_PER_ORDER
-    for name in (row["datname"] for row in names):
+    for name in names:
         conn = await asyncpg.connect(f"{postgres_url}/{name}")
         try:
             async with conn.transaction():  # the relay never sees them unpublished

@@ -421,6 +421,38 @@ async def test_concurrent_requests_with_one_idempotency_key_place_one_order(
     assert (await order_of(orders, order_id))["status"] == "pending"
 
 
+async def test_an_idempotency_key_past_its_retention_is_a_new_key(orders, databases) -> None:
+    """Whether or not the retention job has deleted it yet: a key older than
+    ORDERS_IDEMPOTENCY_KEY_RETENTION (24 h) answers nothing of its first request."""
+    order = {**ORDER, "customer_email": unique_customer()}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await orders.post("/orders", json=order, headers=key)
+    assert first.status_code == 202
+    conn = await asyncpg.connect(databases.url("orders"))
+    try:
+        await conn.execute(
+            """UPDATE idempotency_keys SET created_at = now() - interval '24 hours 1 second'
+               WHERE key = $1""",
+            key["Idempotency-Key"],
+        )
+        other = {**order, "items": [{"sku": "SKU-1", "quantity": 3, "unit_price": "9.90"}]}
+        again = await orders.post("/orders", json=other, headers=key)
+        assert again.status_code == 202, "another body is no reuse of an expired key"
+        assert "Idempotent-Replayed" not in again.headers
+        assert again.json()["order_id"] != first.json()["order_id"]
+        replayed = await orders.post("/orders", json=other, headers=key)
+        assert replayed.headers["Idempotent-Replayed"] == "true"
+        assert replayed.json() == again.json()
+        kept = await conn.fetch(
+            "SELECT order_id::text FROM idempotency_keys WHERE key = $1", key["Idempotency-Key"]
+        )
+        assert [row["order_id"] for row in kept] == [again.json()["order_id"]]
+    finally:
+        await conn.close()
+    placed = await orders_placed_by(databases, order["customer_email"])
+    assert placed == {first.json()["order_id"], again.json()["order_id"]}
+
+
 async def placing_transactions(databases, customer_emails: list[str]) -> dict[str, int]:
     """Customer email -> the id of the transaction that placed their one order."""
     conn = await asyncpg.connect(databases.url("orders"))

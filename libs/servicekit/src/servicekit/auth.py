@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from .durations import Duration
+
 log = logging.getLogger(__name__)
 
 OPERATOR_AUDIENCE = "orderflow-operator"
@@ -132,7 +134,7 @@ class OrderTokenSettings(BaseModel):
         description="Signs and verifies order tokens (HS256), at least 32 bytes; required in "
         "production. Unset in development: the order routes are open.",
     )
-    order_token_ttl: timedelta = Field(
+    order_token_ttl: Duration = Field(
         DEFAULT_ORDER_TOKEN_TTL,
         gt=timedelta(0),
         description="How long the token in a POST /orders answer gives access to the order.",

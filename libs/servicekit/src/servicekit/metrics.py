@@ -2,7 +2,8 @@
 
 Counted as things happen: FastStream's `RabbitPrometheusMiddleware` families (messages
 received, processed, published, their durations), HTTP request durations by route and
-status (`HttpMetrics`), outbox rows published and refused. Read at scrape time: the
+status (`HttpMetrics`), outbox rows published and refused, retention rounds and the rows
+they deleted. Read at scrape time: the
 consumer's outcomes by event type, circuit states, the outbox's backlog and lag (one
 query), and the service's own queue depths (passive declares on a channel of their own),
 all cached for `SCRAPE_CACHE_SECONDS` so that scraping never loads the database or broker.
@@ -10,7 +11,7 @@ all cached for `SCRAPE_CACHE_SECONDS` so that scraping never loads the database 
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,9 +54,27 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.retention_deleted = Counter(
+            "retention_deleted_rows",
+            "Rows the retention job deleted, by table.",
+            ["table"],
+            registry=self.registry,
+        )
+        self.retention_rounds = Counter(
+            "retention_rounds",
+            "Retention rounds run, by outcome (ok, or error: a table not cleaned up).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def count_published(self, published: int, refused: int) -> None:
         self.outbox_published.inc(published)
         self.outbox_refused.inc(refused)
+
+    def count_retention_round(self, deleted: Mapping[str, int], ok: bool) -> None:
+        for table, count in deleted.items():
+            self.retention_deleted.labels(table).inc(count)
+        self.retention_rounds.labels("ok" if ok else "error").inc()
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Build a service's FastAPI app: HTTP routes, consumers, outbox relay and health, in one process.
+"""Build a service's FastAPI app: HTTP routes, consumers, outbox relay, retention and health,
+in one process.
 
 `build_app` is what each service's `create_app()` calls; nothing touches the network until
 the app's lifespan starts, so tests can build as many apps as they like. A test deploy
@@ -32,6 +33,7 @@ from .db import create_pool
 from .health import health_router
 from .metrics import HttpMetrics, RuntimeCollector, ScrapedState, ServiceMetrics, metrics_router
 from .outbox import OutboxRelay
+from .retention import RetentionJob, RetentionRule, kit_rules
 from .rpc import Responder, subscribe_responder
 from .settings import ServiceSettings
 from .telemetry import messaging_middleware, tracer_provider
@@ -60,6 +62,8 @@ class ServiceSpec:
     workers: Sequence[Callable[[asyncpg.Pool], Coroutine[Any, Any, None]]] = ()
     """Background loops run for the life of the process on the service's pool, e.g. a timer
     (bind anything else they need with `functools.partial`); cancelled on stop."""
+    retention_rules: Sequence[RetentionRule] = ()
+    """The service's own tables' retention, beside the kit's (outbox, processed_messages)."""
     on_stop: Sequence[Callable[[], None]] = ()
     """Called once consumers and workers have stopped: release what the service holds open
     (e.g. idle SMTP connections)."""
@@ -186,6 +190,13 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         confirm_timeout=settings.publish_confirm_timeout,
         on_published=metrics.count_published,
     )
+    retention = RetentionJob(
+        pool,
+        [*kit_rules(settings), *spec.retention_rules],
+        interval=settings.retention_interval,
+        batch_size=settings.retention_batch_size,
+        on_round=metrics.count_retention_round,
+    )
     consumer = consumer_factory(
         spec.name,
         pool,
@@ -210,6 +221,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         runtime.pool = await create_pool(settings.database_url, settings.db_pool_size)
         connecting = asyncio.create_task(runtime.connect_broker(), name="connect-broker")
         relaying = asyncio.create_task(relay.run(), name="outbox-relay")
+        retaining = asyncio.create_task(retention.run(), name="retention")
         working = [
             asyncio.create_task(work(runtime.pool), name=_name_of(work)) for work in spec.workers
         ]
@@ -222,9 +234,10 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
             )
             connecting.cancel()
             relay.stop()
+            retention.stop()
             for task in working:
                 task.cancel()
-            await asyncio.gather(connecting, relaying, *working, return_exceptions=True)
+            await asyncio.gather(connecting, relaying, retaining, *working, return_exceptions=True)
             await broker.stop()
             for release in spec.on_stop:
                 release()

@@ -1,6 +1,7 @@
 """Settings every service shares; each service subclasses with its own env prefix."""
 
 import ssl
+from datetime import timedelta
 from typing import Literal, Self
 
 from pydantic import Field, FilePath, PositiveFloat, model_validator
@@ -8,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
 from .auth import OperatorPublicKeySetting
+from .durations import Duration
 from .logs import LogFormat
 from .topology import DEFAULT_RETRY_DELAYS
 
@@ -81,6 +83,30 @@ class ServiceSettings(BaseSettings):
     max_attempts: int = Field(
         4, ge=1, description="Deliveries of a transiently failing message before the DLQ."
     )
+    retention_interval: Duration = Field(
+        timedelta(minutes=5),
+        gt=timedelta(0),
+        description="Time between retention rounds (each replica's, jittered by up to 10%).",
+    )
+    retention_batch_size: int = Field(
+        1000, ge=1, le=100_000, description="Rows a retention round deletes per transaction."
+    )
+    outbox_retention: Duration = Field(
+        timedelta(hours=24),
+        gt=timedelta(0),
+        description="How long a published outbox row is kept; unpublished rows always are.",
+    )
+    processed_message_retention: Duration = Field(
+        timedelta(days=7),
+        gt=timedelta(0),
+        description="How long a processed event id is kept to recognise its duplicates; at "
+        "least 2 x retry_span + processed_message_retention_margin.",
+    )
+    processed_message_retention_margin: Duration = Field(
+        timedelta(hours=1),
+        ge=timedelta(0),
+        description="Added to twice the retry span in processed_message_retention's floor.",
+    )
 
     @model_validator(mode="after")
     def _pool_fits_prefetch(self) -> Self:
@@ -89,6 +115,34 @@ class ServiceSettings(BaseSettings):
                 f"db_pool_size ({self.db_pool_size}) must be at least prefetch + 3 "
                 f"({self.prefetch + 3}): each running handler (at most prefetch at once) holds "
                 "a connection, and HTTP and the outbox relay need theirs"
+            )
+        return self
+
+    @property
+    def retry_span(self) -> timedelta:
+        """The longest a failing message spends waiting in the retry chain: the backoff
+        before each of its `max_attempts` deliveries but the first, the last delay repeating."""
+        delays = self.retry_delays
+        waits = [delays[min(n, len(delays) - 1)] for n in range(self.max_attempts - 1)]
+        return timedelta(seconds=sum(waits))
+
+    @model_validator(mode="after")
+    def _processed_messages_outlive_redeliveries(self) -> Self:
+        """A duplicate is recognised only while its event id is kept. A copy of a processed
+        event can still arrive after a whole retry chain (its other copy, or a redelivery
+        whose ack was lost, going through every backoff); twice the chain covers a copy that
+        starts its chain as late as the first one ends. The margin covers the rest (a relay
+        publishing a row twice, consumers catching up after an outage)."""
+        floor = 2 * self.retry_span + self.processed_message_retention_margin
+        if self.processed_message_retention < floor:
+            variable = f"{self.model_config.get('env_prefix', '')}PROCESSED_MESSAGE_RETENTION"
+            raise ValueError(
+                f"processed_message_retention ({variable}: {self.processed_message_retention}) "
+                "must be at "
+                f"least 2 x the retry span ({self.retry_span}: retry_delays "
+                f"{list(self.retry_delays)} over max_attempts {self.max_attempts}) + "
+                f"processed_message_retention_margin ({self.processed_message_retention_margin})"
+                f" = {floor}: a duplicate arriving later would have its effect again"
             )
         return self
 

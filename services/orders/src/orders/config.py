@@ -1,9 +1,11 @@
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.auth import OrderTokenSettings
+from servicekit.durations import Duration
 from servicekit.registry import service
 from servicekit.settings import ServiceSettings
 
@@ -30,4 +32,10 @@ class OrdersSettings(ServiceSettings, OrderTokenSettings):
     )
     availability_timeout: float = Field(
         2.0, gt=0, description="Seconds GET /availability waits for inventory before a 504."
+    )
+    idempotency_key_retention: Duration = Field(
+        timedelta(hours=24),
+        gt=timedelta(0),
+        description="How long an Idempotency-Key answers as it first did; after that it is "
+        "a new key (and the retention job deletes it).",
     )

@@ -9,7 +9,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -111,11 +111,18 @@ class OrderPlacing:
     so no request fails for another's."""
 
     def __init__(
-        self, pool: Callable[[], asyncpg.Pool], *, versions: Sequence[int], batch_size: int
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        *,
+        versions: Sequence[int],
+        batch_size: int,
+        key_retention: timedelta,
     ) -> None:
-        """`versions`: the versions of `order.created` each order is published in."""
+        """`versions`: the versions of `order.created` each order is published in;
+        `key_retention`: how long an idempotency key answers as it first did."""
         self._pool = pool
         self._versions = versions
+        self._key_retention = key_retention
         self._batches = Batches(self._place_batch, batch_size) if batch_size > 1 else None
 
     async def place(self, placement: Placement) -> PlacedOrder:
@@ -132,7 +139,9 @@ class OrderPlacing:
         if len(placements) > 1:
             try:
                 async with self._pool().acquire() as conn, conn.transaction():
-                    outcomes = await _place_in(conn, placements, self._versions)
+                    outcomes = await _place_in(
+                        conn, placements, self._versions, self._key_retention
+                    )
             except Exception as exc:  # noqa: BLE001 - nothing committed: each alone
                 log.debug(
                     "a batch of %d orders failed (%r); placing each alone", len(placements), exc
@@ -153,7 +162,7 @@ class OrderPlacing:
 
     async def _place_once(self, placement: Placement) -> PlacedOrder:
         async with self._pool().acquire() as conn, conn.transaction():
-            outcomes = await _place_in(conn, [placement], self._versions)
+            outcomes = await _place_in(conn, [placement], self._versions, self._key_retention)
         _log_placed([placement], outcomes)
         [placed] = outcomes
         if isinstance(placed, IdempotencyKeyReused):
@@ -162,12 +171,17 @@ class OrderPlacing:
 
 
 async def _place_in(
-    conn: asyncpg.Connection, placements: Sequence[Placement], versions: Sequence[int]
+    conn: asyncpg.Connection,
+    placements: Sequence[Placement],
+    versions: Sequence[int],
+    key_retention: timedelta,
 ) -> list[PlacedOrder | IdempotencyKeyReused]:
     """Place each order on `conn`, in the caller's transaction, with one statement per
-    table; a key used before (or earlier in `placements`) answers as it first did."""
+    table; a key used before (or earlier in `placements`) answers as it first did, unless
+    it is older than `key_retention`: then it is a new key, whether or not the retention
+    job has deleted it yet."""
     keys = {p.idempotency.key for p in placements if p.idempotency is not None}
-    earlier = await repository.find_idempotency_keys(conn, keys) if keys else {}
+    earlier = await repository.find_idempotency_keys(conn, keys, key_retention) if keys else {}
     outcomes: list[PlacedOrder | IdempotencyKeyReused] = []
     created: list[tuple[OrderCreatedV2, Placement]] = []
     for placement in placements:
@@ -213,7 +227,7 @@ async def _place_in(
             for e, p in created
             if p.idempotency is not None
         ]:
-            await repository.insert_idempotency_keys(conn, keys_used)
+            await repository.insert_idempotency_keys(conn, keys_used, key_retention)
     return outcomes
 
 

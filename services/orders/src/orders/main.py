@@ -16,6 +16,7 @@ from servicekit.consumer import EventConsumer
 from servicekit.live import LiveHub, subscribe_live
 from servicekit.service import ConsumerFactory, ServiceSpec, build_app
 
+from .adapters.repository import expired_idempotency_keys
 from .config import OrdersSettings
 from .entrypoints.amqp import EVENT_HANDLERS
 from .entrypoints.http import router
@@ -42,6 +43,7 @@ def create_app(
                 OrderCancelledV1,
                 OrderShippedV1,
             ],
+            retention_rules=[expired_idempotency_keys(settings.idempotency_key_retention)],
         ),
         consumer_factory=consumer_factory,
     )
@@ -56,5 +58,6 @@ def create_app(
         lambda: app.state.runtime.pool,
         versions=settings.order_created_versions,
         batch_size=settings.placing_batch_size,
+        key_retention=settings.idempotency_key_retention,
     )
     return app

@@ -1,6 +1,7 @@
 """Orders, their history and idempotency keys in PostgreSQL."""
 
 from collections.abc import Collection, Sequence
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -9,6 +10,7 @@ import asyncpg
 from contracts import Event, OrderCreatedV2
 from contracts.api import Page
 from servicekit.db import page_start
+from servicekit.retention import RetentionRule
 
 from ..domain.order import OrderStatus
 
@@ -185,22 +187,38 @@ async def audit_orders(conn: asyncpg.Connection, page: Page) -> list[asyncpg.Rec
     )
 
 
+def expired_idempotency_keys(retention: timedelta) -> RetentionRule:
+    """Keys older than `retention`, which `find_idempotency_keys` no longer finds."""
+    return RetentionRule("idempotency_keys", "created_at", retention)
+
+
 async def find_idempotency_keys(
-    conn: asyncpg.Connection, keys: Collection[str]
+    conn: asyncpg.Connection, keys: Collection[str], retention: timedelta
 ) -> dict[str, tuple[str, UUID, str]]:
-    """Each of `keys` used before: the request fingerprint it was first used with, and the
-    order that request placed (its id, and the status placing it left the order in)."""
+    """Each of `keys` used within `retention`: the request fingerprint it was first used
+    with, and the order that request placed (its id, and the status placing it left the
+    order in)."""
     rows = await conn.fetch(
-        "SELECT key, request_hash, order_id, status FROM idempotency_keys WHERE key = ANY($1)",
+        """SELECT key, request_hash, order_id, status FROM idempotency_keys
+           WHERE key = ANY($1) AND created_at >= now() - $2::interval""",
         list(keys),
+        retention,
     )
     return {row["key"]: (row["request_hash"], row["order_id"], row["status"]) for row in rows}
 
 
 async def insert_idempotency_keys(
-    conn: asyncpg.Connection, keys: Sequence[tuple[str, str, UUID, OrderStatus]]
+    conn: asyncpg.Connection,
+    keys: Sequence[tuple[str, str, UUID, OrderStatus]],
+    retention: timedelta,
 ) -> None:
-    """(key, request fingerprint, order id, status) for each key, in one round trip."""
+    """(key, request fingerprint, order id, status) for each key; a key older than
+    `retention` that the retention job has not deleted yet is replaced."""
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE key = ANY($1) AND created_at < now() - $2::interval",
+        [key for key, *_ in keys],
+        retention,
+    )
     await conn.executemany(
         """INSERT INTO idempotency_keys (key, request_hash, order_id, status)
            VALUES ($1, $2, $3, $4)""",
