@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -272,11 +273,17 @@ async def test_a_short_run_completes_every_order_and_reports_every_figure(
         replicas=replicas,
         streams=6,
         retention=4.0 if replicas == 1 else None,
+        vacuum=0.5 if replicas == 1 else None,
     )
     figures = await run(options, servers)
     text = report.text(figures)
-    assert ("; retention 4 s" in text) == (replicas == 1), text
-    assert "retained tables, rows (dead) size, start -> end:" in text
+    assert ("; retention 4 s; VACUUM every 0.5 s" in text) == (replicas == 1), text
+    samples = figures["tables"]["during"]
+    if replicas == 1:  # sampled (and vacuumed) during the load: a half-way column
+        assert samples and all("outbox" in s["tables"]["orders"] for s in samples), samples
+        assert re.search(r"retained tables, rows \(dead\) size, start -> [\d.]+ s -> end:", text)
+    else:
+        assert samples == [] and "retained tables, rows (dead) size, start -> end:" in text
 
     orders = figures["orders"]
     counted = ("placed", "accepted", "confirmed", "completed", "done", "rejected", "unsettled")

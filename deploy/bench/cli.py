@@ -22,7 +22,7 @@ examples:
   make bench BENCH_ARGS="--rate 100 --duration 20"  open loop, 100 orders/s for 20 s
   make bench BENCH_ARGS="--through shipped --orders 300"
   make bench BENCH_ARGS="--orders 600 --streams 500"  500 status streams open meanwhile
-  make bench BENCH_ARGS="--orders 3000 --retention 20" rows deleted during the run
+  make bench BENCH_ARGS="--orders 8000 --retention 20 --vacuum 5"  bounded tables
   make bench BENCH_ARGS="--tree /tmp/base --tree . --repeat 3 --json ab.json"
 """
 
@@ -65,6 +65,12 @@ OPTIONS = {
             float,
             "keep published outbox rows, processed event ids and idempotency keys this many "
             "seconds, in rounds every quarter of it (retry delays shortened to fit)",
+        ),
+        (
+            "--vacuum",
+            float,
+            "VACUUM the retained tables this often during the load, as autovacuum would on a "
+            "server that has it on (its CPU counts in postgresql's)",
         ),
     ),
     "runs": (

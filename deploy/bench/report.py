@@ -88,8 +88,11 @@ class Measured:
     """Where the system ran: its database prefix, virtual host, logs; connections free."""
     streams: dict[str, object] = field(default_factory=dict)
     """The status streams held open during the load (`run._open_streams`)."""
-    tables: dict[str, dict] = field(default_factory=dict)
-    """`servers.table_figures` before the load and once the services have stopped."""
+    table_samples: list[dict] = field(default_factory=list)
+    """`servers.table_figures` every few seconds of the load (`run._watch_tables`)."""
+    tables: dict[str, object] = field(default_factory=dict)
+    """`servers.table_figures` before the load, the samples during it, and once the
+    services have stopped."""
 
 
 def figures(run: Measured) -> dict:
@@ -219,7 +222,8 @@ def text(figures: Mapping) -> str:
         + ("; Idempotency-Key on every POST" if load["idempotency_keys"] else "")
         + (f"; {load['history']} earlier orders' rows" if load.get("history") else "")
         + (f"; {load['replicas']} replicas of each service" if load.get("replicas", 1) > 1 else "")
-        + (f"; retention {load['retention']:g} s" if load.get("retention") else ""),
+        + (f"; retention {load['retention']:g} s" if load.get("retention") else "")
+        + (f"; VACUUM every {load['vacuum']:g} s" if load.get("vacuum") else ""),
         f"orders: {orders['placed']} placed, {orders['accepted']} accepted, "
         f"{orders['confirmed']} confirmed, {orders['rejected']} rejected, "
         f"{orders['completed']} completed"
@@ -304,18 +308,26 @@ def _size(size: int) -> str:
 
 
 def _tables_lines(tables: Mapping) -> list[str]:
-    """Each service's retained tables at the start and the end: live rows (dead rows) size."""
+    """Each service's retained tables at the start, half-way through the load (the sample
+    nearest to it, if any) and at the end: live rows (dead rows) size. Bounded tables hold
+    about as much half-way as at the end."""
     if not tables:
         return []
-    lines = ["retained tables, rows (dead) size, start -> end:"]
-    before, after = tables["before"], tables["after"]
-    for service, found in after.items():
+    samples = tables.get("during") or []
+    halfway = samples[(len(samples) - 1) // 2] if samples else None
+    columns = [tables["before"], *([halfway["tables"]] if halfway else []), tables["after"]]
+    heading = f"start -> {halfway['at_s']:g} s -> end" if halfway else "start -> end"
+    lines = [f"retained tables, rows (dead) size, {heading}:"]
+    for service, found in tables["after"].items():
         shown = []
-        for table, end in found.items():
-            start = before.get(service, {}).get(table, {"rows": 0, "dead": 0, "bytes": 0})
+        for table in found:
+            readings = [
+                column.get(service, {}).get(table, {"rows": 0, "dead": 0, "bytes": 0})
+                for column in columns
+            ]
             shown.append(
-                f"{table} {start['rows']} ({start['dead']}) {_size(start['bytes'])} -> "
-                f"{end['rows']} ({end['dead']}) {_size(end['bytes'])}"
+                f"{table} "
+                + " -> ".join(f"{r['rows']} ({r['dead']}) {_size(r['bytes'])}" for r in readings)
             )
         lines.append(f"  {service}: " + "; ".join(shown))
     return lines

@@ -36,6 +36,7 @@ from .servers import (
     postgres_figures,
     postmaster_pid,
     table_figures,
+    vacuum_retained_tables,
     write_history,
 )
 
@@ -62,6 +63,8 @@ class Options:
     """Status streams held open during the load, each on an order placed for it before."""
     retention: float | None = None
     """Seconds every retained row is kept (`retention_environment`); None: the defaults."""
+    vacuum: float | None = None
+    """VACUUM the retained tables this often during the load, as autovacuum would."""
     service_env: dict[str, str] = field(default_factory=dict)
     idle_seconds: float = 2.0
     stall_timeout: float = 60.0
@@ -94,6 +97,7 @@ class Options:
             "history": self.history,
             "streams": self.streams,
             "retention": self.retention,
+            "vacuum": self.vacuum,
             "service_env": self.service_env,
         }
 
@@ -202,6 +206,7 @@ async def run(options: Options, servers: Servers, progress: Progress | None = No
         measured.pg_after = await postgres_figures(admin, prefix)
         measured.tables = {
             "before": tables_before,
+            "during": measured.table_samples,
             "after": await table_figures(admin, servers.postgres_url, prefix),
         }
         figures = report.figures(measured)
@@ -266,12 +271,17 @@ async def _measure(
         else:
             placing = load.closed_loop(send, orders=options.orders, concurrency=options.concurrency)
         reporter = asyncio.create_task(_report_progress(progress, load, tap, options, steps))
+        table_samples: list[dict] = []
+        watcher = asyncio.create_task(
+            _watch_tables(options, admin, stack.config.postgres_url, prefix, table_samples)
+        )
         try:
             await placing
             await _settle(load, tap, steps, options.stall_timeout)
             depths = await _drain(QueueProbe(broker))
         finally:
             reporter.cancel()
+            watcher.cancel()
         end, finished = await meter.read(), load.clock()
         cpu_before, cpu_after = meter.spent(start, end)
         memory_after = _memory(stack)
@@ -303,7 +313,32 @@ async def _measure(
         dead_letters=sum(d.dead_letters for d in depths),
         in_retry=sum(d.in_retry for d in depths),
         streams=streamed,
+        table_samples=table_samples,
     )
+
+
+TABLE_SAMPLE_INTERVAL = 5.0
+
+
+async def _watch_tables(
+    options: Options,
+    admin: asyncpg.Connection,
+    postgres_url: str,
+    prefix: str,
+    samples: list[dict],
+) -> None:
+    """With `--retention` or `--vacuum`: every `--vacuum` seconds (else every 5 s), vacuum the
+    retained tables if asked, then append their figures (`table_figures`) to `samples`, with
+    the seconds since the load began."""
+    if not (options.retention or options.vacuum):
+        return
+    began = time.monotonic()
+    while True:
+        await asyncio.sleep(options.vacuum or TABLE_SAMPLE_INTERVAL)
+        if options.vacuum:
+            await vacuum_retained_tables(admin, postgres_url, prefix)
+        figures = await table_figures(admin, postgres_url, prefix)
+        samples.append({"at_s": round(time.monotonic() - began, 1), "tables": figures})
 
 
 async def _open_streams(
