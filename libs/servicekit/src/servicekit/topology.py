@@ -140,8 +140,8 @@ def redeliver_exchange_name(service: str) -> str:
 
 
 class Drift(NamedTuple):
-    """A queue the broker holds with other arguments than this code declares: consumed as it
-    is, until `orderctl topology apply` migrates it."""
+    """A queue the broker holds with other arguments than this code declares: used as it is
+    (consumed, or waited in), until `orderctl topology apply` migrates it."""
 
     queue: str
     difference: str
@@ -294,7 +294,9 @@ class ServiceTopology:
             consuming = await channel.get_queue(queue.name, ensure=False)
             await consuming.bind(redeliver, routing_key=queue.name)
         for queue in topology.wait_queues:
-            await _declare_queue(channel, queue)
+            difference = await _declare_queue_as_found(channel, queue)
+            if difference is not None:
+                drift.append(Drift(queue.name, difference))
         await topology._route_backoff(channel)
         work = await channel.get_queue(topology.work_queue.name, ensure=False)
         events = EVENTS_EXCHANGE.name
