@@ -140,7 +140,7 @@ class ServiceRuntime:
                 log.info("consuming from %s", queues)
                 for drift in self.topology_drift:
                     log.warning(
-                        "queue %s is not as this release declares it (%s): consumed as it is; "
+                        "queue %s is not as this release declares it (%s): used as it is; "
                         "`orderctl topology plan` shows the change, `apply` makes it",
                         drift.queue,
                         drift.difference,
