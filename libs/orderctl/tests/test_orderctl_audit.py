@@ -292,7 +292,9 @@ def orders(stack, rabbitmq, databases) -> dict[str, str]:
 SERVICE_PROBLEMS = [
     Problem(ProblemKind.OUTBOX_UNDRAINED, "inventory", "1 event not yet published"),
     Problem(ProblemKind.DEAD_LETTERS, "shipping", "1 message in shipping.dlq"),
-    Problem(ProblemKind.MESSAGES_IN_RETRY, "email", "1 in email.wait.1"),
+    Problem(
+        ProblemKind.MESSAGES_IN_RETRY, "email", f"1 in {wait_queue_name('email', 1, EMAIL_DELAY)}"
+    ),
 ]
 
 
