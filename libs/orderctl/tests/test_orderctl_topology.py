@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from contracts import OrderCreatedV1
 from orderctl.cli import app
+from servicekit.live import live_queue_name
 from servicekit.topology import (
     EVENTS_EXCHANGE,
     ServiceTopology,
@@ -87,8 +88,12 @@ async def queue_names(vhost) -> set[str]:
 
 async def test_the_plan_is_clean_right_after_a_service_declares_its_topology(vhost) -> None:
     await declare(vhost.url)
+    connection = await aio_pika.connect(vhost.url)
+    async with connection:  # a replica's live queue, there while it runs
+        channel = await connection.channel()
+        await channel.declare_queue(live_queue_name(SERVICE), exclusive=True, auto_delete=True)
 
-    result = await orderctl("topology", "plan", "--service", SERVICE, "--url", vhost.url)
+        result = await orderctl("topology", "plan", "--service", SERVICE, "--url", vhost.url)
 
     assert result.exit_code == 0, result.output
     assert f"{SERVICE}: as the code declares it" in result.output

@@ -1,5 +1,5 @@
-"""`orderctl topology`: what differs between the code's topology and the broker's, and
-making it so without losing a message.
+"""`orderctl topology plan`: what differs between the code's topology and the broker's
+(`migration` makes it so).
 
 The code's topology is `servicekit.topology.ServiceTopology` with each service's retry delays
 from its settings' environment (`<PREFIX>RETRY_DELAYS`, else the default). The routing keys
@@ -24,6 +24,7 @@ from servicekit.topology import (
     consuming_queue_arguments,
     dead_letter_exchange_name,
     redeliver_exchange_name,
+    work_queue_name,
 )
 
 from .errors import CommandError
@@ -103,7 +104,7 @@ def _shown(value: Any) -> str:
 
 def plan_service(service: str, delays: tuple[float, ...], listing: Listing) -> ServicePlan:
     """Compare the code's topology of `service` with `listing`, the broker's."""
-    work = f"{service}.work"
+    work = work_queue_name(service)
     routing_keys = sorted(
         binding.routing_key
         for binding in listing.bindings
