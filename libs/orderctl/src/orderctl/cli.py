@@ -125,7 +125,7 @@ ServicesOption = Annotated[
     typer.Option(
         "--service",
         "-s",
-        help=f"Service to show; repeat for several. [default: {', '.join(SERVICE_NAMES)}]",
+        help=f"Only this service; repeat for several. [default: {', '.join(SERVICE_NAMES)}]",
     ),
 ]
 ManagementUrl = Annotated[

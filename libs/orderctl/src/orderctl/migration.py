@@ -23,7 +23,7 @@ from servicekit.topology import EVENTS_EXCHANGE, redeliver_exchange_name
 from .broker import republished
 from .dead_letters import DELIVERY_COUNT
 from .management import ListedBinding, ManagementApi
-from .topology import HOLDING_SUFFIX, ServicePlan, holding_queue_name
+from .topology import HOLDING_SUFFIX, ServicePlan, declared_arguments, holding_queue_name
 
 QUIET_PERIOD = 10.0
 """Seconds the statistics must show a queue empty (they are emitted every 5 s by default)."""
@@ -110,6 +110,9 @@ class TopologyApplier:
             return
         inbound = _inbound(listing.bindings_to(holding), plan.service, queue)
         async with await self._connection.channel(publisher_confirms=False) as channel:
+            # By itself first: `declare` keeps a retry queue beyond the layout only if it exists.
+            arguments = declared_arguments(plan.service, queue)
+            await channel.declare_queue(queue, durable=True, arguments=arguments)
             await plan.topology.declare(channel)
             await _move_bindings(channel, inbound, holding, queue)
         if not await self._until_empty(holding, lambda: self._move(holding, queue)):

@@ -133,7 +133,7 @@ def plan_service(service: str, delays: tuple[float, ...], listing: Listing) -> S
             if holding is None:
                 plan.missing_queues.append(name)
             continue
-        differences = argument_differences(found.arguments, _declared_arguments(service, name))
+        differences = argument_differences(found.arguments, declared_arguments(service, name))
         if differences:
             plan.drifted.append(Drifted(found, differences))
     wanted = {queue.name for queue in [*topology.wait_queues, topology.dead_letter_queue]}
@@ -159,8 +159,9 @@ def plan_service(service: str, delays: tuple[float, ...], listing: Listing) -> S
     return plan
 
 
-def _declared_arguments(service: str, queue: str) -> dict[str, Any]:
-    """A consuming queue's arguments as the broker lists them: with its type."""
+def declared_arguments(service: str, queue: str) -> dict[str, Any]:
+    """A consuming queue's arguments as the code declares them and the broker lists them:
+    with its type."""
     return {"x-queue-type": "quorum", **consuming_queue_arguments(service, queue)}
 
 
