@@ -21,6 +21,7 @@ from devstack import CONSOLE, free_ports
 from orderctl.audit import url_variable
 from servicekit.auth import mint_operator_token
 from servicekit.registry import SERVICE_NAMES, SERVICES
+from servicekit.topology import DEFAULT_RETRY_DELAYS, wait_queue_name
 from testkit.broker import publish_raw
 from testkit.polling import eventually
 
@@ -151,7 +152,8 @@ async def test_the_queues_page_lists_each_service_queues_consumers_and_outbox(
         work = section.locator(f'tr[data-queue="{service}.work"]')
         await expect(work.locator("td").nth(2)).not_to_have_text("0")  # its consumers
         await expect(section.locator(f'tr[data-queue="{service}.dlq"]')).to_be_visible()
-        await expect(section.locator(f'tr[data-queue="{service}.wait.1"]')).to_be_visible()
+        first_wait = wait_queue_name(service, 1, DEFAULT_RETRY_DELAYS[0])
+        await expect(section.locator(f'tr[data-queue="{first_wait}"]')).to_be_visible()
         await expect(section.locator(f'tr[data-queue="{service}.retry.1"]')).to_be_visible()
         await expect(section.locator(".outbox")).to_contain_text("unpublished")
 

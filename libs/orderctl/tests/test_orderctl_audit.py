@@ -39,7 +39,8 @@ SHIPMENT_DISPATCHED, ORDER_CANCELLATION = (
     EmailKind.ORDER_CANCELLATION,
 )
 
-SERVICE_ENV = {"EMAIL_RETRY_DELAYS": "[3600]"}
+EMAIL_DELAY = 3600
+SERVICE_ENV = {"EMAIL_RETRY_DELAYS": f"[{EMAIL_DELAY}]"}
 """A message put in email's wait queue stays there for as long as the module runs."""
 
 
@@ -231,7 +232,7 @@ class System:
 async def fill_queues(url: str) -> None:
     """One dead letter for shipping, one email event waiting for its retry."""
     await publish_raw(url, "", b"{}", exchange=dead_letter_exchange_name("shipping"))
-    await publish_raw(url, wait_queue_name("email", 1), b"{}", exchange="")
+    await publish_raw(url, wait_queue_name("email", 1, EMAIL_DELAY), b"{}", exchange="")
 
 
 async def build_system(databases: Databases, amqp_url: str) -> dict[str, str]:
@@ -291,7 +292,9 @@ def orders(stack, rabbitmq, databases) -> dict[str, str]:
 SERVICE_PROBLEMS = [
     Problem(ProblemKind.OUTBOX_UNDRAINED, "inventory", "1 event not yet published"),
     Problem(ProblemKind.DEAD_LETTERS, "shipping", "1 message in shipping.dlq"),
-    Problem(ProblemKind.MESSAGES_IN_RETRY, "email", "1 in email.wait.1"),
+    Problem(
+        ProblemKind.MESSAGES_IN_RETRY, "email", f"1 in {wait_queue_name('email', 1, EMAIL_DELAY)}"
+    ),
 ]
 
 

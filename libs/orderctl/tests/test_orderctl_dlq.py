@@ -32,6 +32,7 @@ TOPOLOGY = ServiceTopology(SERVICE, (ROUTING_KEY,), retry_delays=(0.2,))
 DLQ = dead_letter_queue_name(SERVICE)
 WORK = work_queue_name(SERVICE)
 RETRY = retry_queue_name(SERVICE, 1)
+WAIT = wait_queue_name(SERVICE, 1, TOPOLOGY.retry_delays[0])
 
 
 @pytest.fixture
@@ -214,7 +215,7 @@ async def test_show_one_message_has_headers_body_and_history(url) -> None:
     assert f'"order_id": "{order_id}"' in out, "the body is pretty-printed JSON"
     assert has_line(out, "consumer", "PermanentFailure: database is on fire")
     assert has_line(out, "broker", WORK, "rejected", " 1 ")
-    assert has_line(out, "broker", wait_queue_name(SERVICE, 1), "expired", " 1 ")
+    assert has_line(out, "broker", WAIT, "expired", " 1 ")
 
 
 async def test_show_one_malformed_message_shows_its_raw_body(url) -> None:

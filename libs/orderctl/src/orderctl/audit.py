@@ -38,6 +38,7 @@ from servicekit.topology import dead_letter_queue_name
 from .broker import DEFAULT_AMQP_URL, QueueProbe, connect, service_depths
 from .credentials import TOKEN_VARIABLE, authorization
 from .errors import CommandError
+from .management import MANAGEMENT_URL_VARIABLE, default_management_url, management_api
 from .text import plural, redact
 
 HTTP_TIMEOUT = 30.0
@@ -189,6 +190,13 @@ class AuditConfig:
     """Orders asked of orders in one request, and reported on by each other service in one."""
     token: str | None = None
     """The operator token (`orderctl token`) sent to every service; None: no token is sent."""
+    management_url: str | None = None
+    """The RabbitMQ management API, which lists each service's queues; None: port 15672 of
+    the AMQP URL's host, with its user and virtual host."""
+
+    @property
+    def management(self) -> str:
+        return self.management_url or default_management_url(self.amqp_url)
 
     @classmethod
     def from_env(
@@ -201,7 +209,8 @@ class AuditConfig:
     ) -> "AuditConfig":
         """Each service's URL from `service_urls`, else from its `<SERVICE>_URL`
         (`ORDERS_URL`, ...), else the registry's default; the token from `token`, else
-        `ORDERCTL_TOKEN`. CommandError for a name that is not a service."""
+        `ORDERCTL_TOKEN`; the management API from `RABBITMQ_MANAGEMENT_URL`. CommandError
+        for a name that is not a service."""
         explicit = dict(service_urls or {})
         if unknown := sorted(explicit.keys() - set(SERVICE_NAMES)):
             raise CommandError(f"unknown service {unknown[0]!r}; known: {', '.join(SERVICE_NAMES)}")
@@ -215,6 +224,7 @@ class AuditConfig:
             urls,
             amqp_url or env.get("RABBITMQ_URL") or DEFAULT_AMQP_URL,
             token=token or env.get(TOKEN_VARIABLE),
+            management_url=env.get(MANAGEMENT_URL_VARIABLE),
         )
 
 
@@ -244,7 +254,7 @@ async def audit(config: AuditConfig, order_id: str | None = None) -> AuditReport
             for service in config.service_urls
         ]
     problems += [problem for outbox in outboxes for problem in _outbox_problems(outbox)]
-    problems += await _queue_problems(config.amqp_url, tuple(config.service_urls))
+    problems += await _queue_problems(config, tuple(config.service_urls))
     return AuditReport(checked, tuple(config.service_urls), problems)
 
 
@@ -439,12 +449,12 @@ def _outbox_problems(outbox: OutboxAudit) -> list[Problem]:
     return [Problem(ProblemKind.OUTBOX_UNDRAINED, outbox.service, detail)]
 
 
-async def _queue_problems(amqp_url: str, services: tuple[str, ...]) -> list[Problem]:
+async def _queue_problems(config: AuditConfig, services: tuple[str, ...]) -> list[Problem]:
     problems = []
-    async with connect(amqp_url) as connection:
+    async with connect(config.amqp_url) as connection, management_api(config.management) as api:
         probe = QueueProbe(connection)
         for service in services:
-            depths = await service_depths(probe, service)
+            depths = await service_depths(probe, api, service)
             if depths is None:
                 detail = f"no queue {dead_letter_queue_name(service)}: has the service ever run?"
                 problems.append(Problem(ProblemKind.QUEUES_MISSING, service, detail))

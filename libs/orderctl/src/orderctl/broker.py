@@ -1,23 +1,21 @@
 """RabbitMQ access for the operator: one connection, queue depths by passive declares."""
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity, InvalidFrameError
 
-from servicekit.topology import (
-    dead_letter_queue_name,
-    retry_queue_name,
-    wait_queue_name,
-    work_queue_name,
-)
+from servicekit.topology import dead_letter_queue_name, work_queue_name
 from servicekit.wire import tolerate_undecodable_text
 
 from .errors import CommandError
+from .management import ManagementApi
 from .text import redact
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -40,6 +38,26 @@ async def connect(url: str) -> AsyncIterator[AbstractConnection]:
         raise CommandError(_cannot_connect(url, str(exc) or type(exc).__name__)) from exc
     async with connection:
         yield connection
+
+
+def republished(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """`message` to publish again, persistent, with its body and properties and these headers.
+    Not `user_id`: the broker refuses one that is not the publishing user's."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        expiration=message.expiration,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
 
 
 def _cannot_connect(url: str, reason: str) -> str:
@@ -82,35 +100,54 @@ class QueueState:
 
 @dataclass(frozen=True)
 class ServiceQueues:
-    """Every queue of one service as the broker has it: work, the wait and retry queue of
-    each retry tier, and the dead-letter queue."""
+    """Every queue of one service as the broker has it: work, each wait and retry queue it
+    holds (an earlier layout's too), and the dead-letter queue."""
 
     service: str
     work: QueueState | None
-    retry_tiers: list[tuple[QueueState, QueueState | None]]
-    """(wait, retry) queue of each tier, in order."""
+    retrying: list[QueueState]
+    """Wait and retry queues, by tier."""
     dead_letters: QueueState
 
     @property
     def all(self) -> list[QueueState]:
-        retrying = [queue for tier in self.retry_tiers for queue in tier if queue is not None]
-        return [queue for queue in (self.work, *retrying, self.dead_letters) if queue]
+        return [queue for queue in (self.work, *self.retrying, self.dead_letters) if queue]
+
+    @property
+    def retry_tiers(self) -> int:
+        return sum(1 for queue in self.retrying if ".retry." in queue.name)
 
 
-async def service_queues(probe: QueueProbe, service: str) -> ServiceQueues | None:
+async def service_queues(
+    probe: QueueProbe, api: ManagementApi, service: str
+) -> ServiceQueues | None:
     """The service's queues; None when the broker has no dead-letter queue for it.
 
-    Retry tiers are found by probing `<service>.wait.1`, `.2`, ... until one is missing, so
-    the CLI needs no knowledge of each service's configured delays.
-    """
+    Their names come from the management API (AMQP cannot list queues), so every wait queue
+    the broker holds is shown, whatever delays the service runs with; their depths from
+    passive declares, which do not lag as the management statistics do."""
     dead_letters = await probe.state(dead_letter_queue_name(service))
     if dead_letters is None:
         return None
-    tiers = []
-    while (waiting := await probe.state(wait_queue_name(service, len(tiers) + 1))) is not None:
-        tiers.append((waiting, await probe.state(retry_queue_name(service, len(tiers) + 1))))
+    retrying = []
+    for name in sorted(
+        filter(_retrying(service).match, await api.queue_names(service)), key=_by_tier
+    ):
+        if (state := await probe.state(name)) is not None:
+            retrying.append(state)
     work = await probe.state(work_queue_name(service))
-    return ServiceQueues(service, work, tiers, dead_letters)
+    return ServiceQueues(service, work, retrying, dead_letters)
+
+
+def _retrying(service: str) -> re.Pattern[str]:
+    """`<service>.wait.<tier>.<delay>` and `<service>.retry.<tier>`."""
+    return re.compile(rf"^{re.escape(service)}\.(wait\.\d+\.[^.]+|retry\.\d+)$")
+
+
+def _by_tier(name: str) -> tuple[int, bool]:
+    """The wait of a tier before its retry queue."""
+    kind, tier = name.split(".")[1:3]
+    return int(tier), kind == "retry"
 
 
 @dataclass(frozen=True)
@@ -127,18 +164,20 @@ class ServiceDepths:
         return sum(self.retrying.values())
 
 
-async def service_depths(probe: QueueProbe, service: str) -> ServiceDepths | None:
+async def service_depths(
+    probe: QueueProbe, api: ManagementApi, service: str
+) -> ServiceDepths | None:
     """The service's queue depths; None when the broker has no dead-letter queue for it."""
-    queues = await service_queues(probe, service)
+    queues = await service_queues(probe, api, service)
     if queues is None:
         return None
-    retrying: dict[str, int] = {}
-    for tier, (waiting, retry) in enumerate(queues.retry_tiers, start=1):
-        retrying[waiting.name] = waiting.messages
-        retrying[retry_queue_name(service, tier)] = retry.messages if retry else 0
     work = queues.work.messages if queues.work else 0
     return ServiceDepths(
-        service, queues.dead_letters.messages, work, len(queues.retry_tiers), retrying
+        service,
+        queues.dead_letters.messages,
+        work,
+        queues.retry_tiers,
+        {queue.name: queue.messages for queue in queues.retrying},
     )
 
 

@@ -19,7 +19,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from servicekit.registry import SERVICE_NAMES, SERVICES
+from servicekit.registry import SERVICE_NAMES, SERVICES, ServiceEntry
+from servicekit.registry import service as service_entry
 
 from . import credentials, provision, views
 from .audit import AuditConfig, audit, url_variable
@@ -39,7 +40,15 @@ from .dead_letters import (
     dead_letter_session,
 )
 from .errors import CommandError
+from .management import (
+    MANAGEMENT_URL_VARIABLE,
+    ManagementApi,
+    default_management_url,
+    management_api,
+)
+from .migration import QUIET_PERIOD, TopologyApplier
 from .text import plural, redact
+from .topology import ServicePlan, plan_service, retry_delays
 
 T = TypeVar("T")
 
@@ -56,6 +65,12 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
+topology_app = typer.Typer(
+    help="Compare each service's queues and exchanges on the broker with the code's, and "
+    "make them match without losing a message.",
+    no_args_is_help=True,
+)
+app.add_typer(topology_app, name="topology")
 provision_app = typer.Typer(
     help="Print what gives each service its own database role and broker user, and no more.",
     no_args_is_help=True,
@@ -105,6 +120,25 @@ ServiceUrlOption = Annotated[
     ),
 ]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ServicesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--service",
+        "-s",
+        help=f"Only this service; repeat for several. [default: {', '.join(SERVICE_NAMES)}]",
+    ),
+]
+ManagementUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--management-url",
+        envvar=MANAGEMENT_URL_VARIABLE,
+        help="The RabbitMQ management API, with the virtual host as its path "
+        "(`http://user:password@host:15672/orderflow`). [default: port 15672 of --url's "
+        "host, with its user and virtual host]",
+        show_default=False,
+    ),
+]
 
 
 def _run(command: Coroutine[Any, Any, T]) -> T:
@@ -124,18 +158,14 @@ def _fail(error: CommandError) -> NoReturn:
 
 @dlq_app.command("list")
 def list_queues(
-    services: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--service",
-            "-s",
-            help=f"Service to show; repeat for several. [default: {', '.join(SERVICE_NAMES)}]",
-        ),
-    ] = None,
+    services: ServicesOption = None,
     url: AmqpUrl = DEFAULT_AMQP_URL,
+    management_url: ManagementUrl = None,
 ) -> None:
-    """Dead letters, messages in retry and work queue depth of each service."""
-    depths = _run(_service_depths(url, tuple(services or SERVICE_NAMES)))
+    """Dead letters, messages in retry (every wait and retry queue the broker holds) and work
+    queue depth of each service."""
+    management = management_url or default_management_url(url)
+    depths = _run(_service_depths(url, management, tuple(services or SERVICE_NAMES)))
     found = [row for row in depths.values() if row is not None]
     missing = [service for service, row in depths.items() if row is None]
     if services and missing:
@@ -147,10 +177,12 @@ def list_queues(
         console.print(Text(f"not on this broker: {', '.join(missing)}", style="dim"))
 
 
-async def _service_depths(url: str, services: tuple[str, ...]) -> dict[str, ServiceDepths | None]:
-    async with connect(url) as connection:
+async def _service_depths(
+    url: str, management_url: str, services: tuple[str, ...]
+) -> dict[str, ServiceDepths | None]:
+    async with connect(url) as connection, management_api(management_url) as api:
         probe = QueueProbe(connection)
-        return {service: await service_depths(probe, service) for service in services}
+        return {service: await service_depths(probe, api, service) for service in services}
 
 
 @dlq_app.command()
@@ -331,6 +363,98 @@ def _settle(future: asyncio.Future[bool], outcome: bool | Exception) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+@topology_app.command("plan")
+def topology_plan(
+    services: ServicesOption = None,
+    url: AmqpUrl = DEFAULT_AMQP_URL,
+    management_url: ManagementUrl = None,
+) -> None:
+    """What differs between the code's topology and the broker's: exit 0 when nothing
+    does, 1 when something does.
+
+    The code's retry delays are each service's `<PREFIX>RETRY_DELAYS` (unset: the default),
+    as the service itself reads them: set them as the release sets them.
+    """
+    plans = _run(_plans(_entries(services), management_url or default_management_url(url)))
+    console.print(views.topology_plan(plans))
+    raise typer.Exit(1 if any(plan.differs for plan in plans) else 0)
+
+
+@topology_app.command("apply")
+def topology_apply(
+    services: ServicesOption = None,
+    yes: YesOption = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1, help="Seconds to wait for queues to drain, in all."),
+    ] = 600.0,
+    quiet_period: Annotated[
+        float,
+        typer.Option(
+            "--quiet-period",
+            min=0,
+            help="Seconds the broker's statistics, which lag, must show a queue empty "
+            "before it counts as empty.",
+        ),
+    ] = QUIET_PERIOD,
+    url: AmqpUrl = DEFAULT_AMQP_URL,
+    management_url: ManagementUrl = None,
+) -> None:
+    """Make the broker hold the code's topology, after showing the plan and asking.
+
+    Declares what is missing; deletes obsolete routing exchanges, and obsolete wait queues
+    once they are empty (never one holding a message); migrates each consuming queue held
+    with other arguments through `<queue>.migrating`, every message kept. Safe to run again
+    after an interruption. Exit 1 when something is left undone at the timeout.
+    """
+    management = management_url or default_management_url(url)
+    raise typer.Exit(_run(_apply(_entries(services), url, management, yes, timeout, quiet_period)))
+
+
+def _entries(services: list[str] | None) -> list[ServiceEntry]:
+    try:
+        return [service_entry(name) for name in services] if services else list(SERVICES)
+    except KeyError as exc:
+        raise typer.BadParameter(exc.args[0], param_hint="--service") from None
+
+
+async def _plans(entries: list[ServiceEntry], management_url: str) -> list[ServicePlan]:
+    async with management_api(management_url) as api:
+        return await _plans_from(api, entries)
+
+
+async def _plans_from(api: ManagementApi, entries: list[ServiceEntry]) -> list[ServicePlan]:
+    return [
+        plan_service(entry.name, retry_delays(entry), await api.listing(f"{entry.name}."))
+        for entry in entries
+    ]
+
+
+async def _apply(
+    entries: list[ServiceEntry],
+    url: str,
+    management_url: str,
+    yes: bool,
+    timeout: float,
+    quiet_period: float,
+) -> int:
+    async with connect(url) as connection, management_api(management_url) as api:
+        plans = [plan for plan in await _plans_from(api, entries) if plan.differs]
+        console.print(views.topology_plan(plans))
+        if not plans:
+            console.print("nothing to do")
+            return 0
+        if not await _confirmed("Apply these changes?", yes):
+            return 1
+        applier = TopologyApplier(
+            connection, api, timeout=timeout, quiet_period=quiet_period, say=console.print
+        )
+        for plan in plans:
+            await applier.apply(plan)
+    console.print(views.apply_summary(applier.result))
+    return 1 if applier.result.left else 0
 
 
 PrefixOption = Annotated[

@@ -18,9 +18,13 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from servicekit import failures
-from servicekit.topology import dead_letter_queue_name, work_queue_name
+from servicekit.topology import (
+    dead_letter_queue_name,
+    redeliver_exchange_name,
+    work_queue_name,
+)
 
-from .broker import unknown_service
+from .broker import republished, unknown_service
 
 DEFAULT_LIMIT = 10_000
 PUBLISH_TIMEOUT = 10.0
@@ -200,19 +204,7 @@ def replay_message(letter: DeadLetter, now: datetime) -> aio_pika.Message:
     )
     headers[failures.REPLAY_COUNT] = letter.replay_count + 1
     headers[failures.REPLAYED_AT] = now.isoformat()
-    source = letter.message
-    return aio_pika.Message(
-        letter.body,
-        headers=headers,
-        message_id=source.message_id,
-        correlation_id=source.correlation_id,
-        content_type=source.content_type,
-        content_encoding=source.content_encoding,
-        type=source.type,
-        app_id=source.app_id,
-        timestamp=source.timestamp,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
+    return republished(letter.message, headers)
 
 
 def _replay_count(headers: Mapping[str, Any]) -> int:
@@ -269,7 +261,10 @@ class DeadLetterSession:
         return result
 
     async def _publish(self, channel: AbstractChannel, letter: DeadLetter) -> None:
-        await channel.default_exchange.publish(
+        """Through `<svc>.redeliver`, where the work queue is bound under its name, as the
+        consumer resubmits: every queue is fed through a binding."""
+        redeliver = await channel.get_exchange(redeliver_exchange_name(self.service), ensure=False)
+        await redeliver.publish(
             replay_message(letter, datetime.now(UTC)),
             routing_key=self.work_queue_name,
             mandatory=True,

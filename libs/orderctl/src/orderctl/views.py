@@ -18,7 +18,10 @@ from servicekit import failures
 from .audit import EXPECTED, AuditReport, ProblemKind
 from .broker import ServiceDepths
 from .dead_letters import DeadLetter, ReplayResult, by_reason
+from .management import ListedQueue
+from .migration import ApplyResult
 from .text import header_text, plural, when
+from .topology import ServicePlan
 
 
 def depths_table(rows: Iterable[ServiceDepths]) -> Table:
@@ -200,3 +203,53 @@ def problems_table(report: AuditReport) -> Table:
     for problem in report.problems:
         table.add_row(problem.kind.value, Text(problem.subject), Text(problem.detail))
     return table
+
+
+def topology_plan(plans: Iterable[ServicePlan]) -> RenderableType:
+    """Per service, what `orderctl topology apply` would change, each line saying what."""
+    lines: list[RenderableType] = []
+    for plan in plans:
+        if not plan.deployed:
+            lines.append(Text(f"{plan.service}: not on this broker (start it once)", style="dim"))
+            continue
+        if not plan.differs:
+            lines.append(Text(f"{plan.service}: as the code declares it", style="green"))
+        else:
+            lines.append(Text(f"{plan.service}: differs", style="bold yellow"))
+        for drifted in plan.drifted:
+            lines.append(_change(f"migrate {_queue_figures(drifted.queue)}, arguments:"))
+            lines += [Text(f"      {difference}") for difference in drifted.differences]
+        for holding in plan.holding:
+            lines.append(
+                _change(f"finish migrating: {_queue_figures(holding)} left by an interrupted apply")
+            )
+        lines += [_change(f"declare missing queue {name}") for name in plan.missing_queues]
+        lines += [_change(f"declare missing exchange {name}") for name in plan.missing_exchanges]
+        lines += [
+            _change(f"delete obsolete routing exchange {name}")
+            for name in plan.obsolete_routing_exchanges
+        ]
+        lines += [
+            _change(f"delete obsolete wait queue {_queue_figures(wait)} once empty")
+            for wait in plan.obsolete_waits
+        ]
+        lines += [
+            Text(f"  kept: {_queue_figures(queue)}, beyond the layout, still consumed")
+            for queue in plan.extra_retry_queues
+        ]
+    return Group(*lines)
+
+
+def _change(line: str) -> Text:
+    return Text(f"  - {line}")
+
+
+def _queue_figures(queue: ListedQueue) -> str:
+    messages, consumers = plural(queue.messages, "message"), plural(queue.consumers, "consumer")
+    return f"{queue.name} ({messages}, {consumers})"
+
+
+def apply_summary(result: ApplyResult) -> RenderableType:
+    lines = [Text(f"done: {plural(len(result.done), 'change')}", style="green")]
+    lines += [Text(f"left: {line}", style="red") for line in result.left]
+    return Group(*lines)

@@ -28,7 +28,7 @@ from contracts.audit import OutboxAudit
 from servicekit.live import FellBehind, LiveHub, subscribe_live
 from servicekit.registry import SERVICE_NAMES
 
-from ..audit import HTTP_TIMEOUT, ServiceApis
+from ..audit import HTTP_TIMEOUT, AuditConfig, ServiceApis
 from ..broker import QueueProbe, ServiceQueues, connect, service_queues
 from ..credentials import authorization
 from ..dead_letters import (
@@ -40,6 +40,7 @@ from ..dead_letters import (
     dead_letter_session,
 )
 from ..errors import CommandError
+from ..management import management_api
 from ..text import header_text, plural, when
 from . import security
 from .config import ConsoleConfig
@@ -306,7 +307,7 @@ def create_app(config: ConsoleConfig) -> FastAPI:
         return page(
             request,
             "queues.html",
-            queues=await _queues(config.services.amqp_url),
+            queues=await _queues(config.services),
             outboxes=dict(zip(SERVICE_NAMES, outboxes, strict=True)),
         )
 
@@ -352,10 +353,10 @@ async def _dead_letter_queues(amqp_url: str) -> list[DeadLetterQueue]:
     return found
 
 
-async def _queues(amqp_url: str) -> dict[str, ServiceQueues | None]:
-    async with connect(amqp_url) as connection:
+async def _queues(config: AuditConfig) -> dict[str, ServiceQueues | None]:
+    async with connect(config.amqp_url) as connection, management_api(config.management) as api:
         probe = QueueProbe(connection)
-        return {service: await service_queues(probe, service) for service in SERVICE_NAMES}
+        return {service: await service_queues(probe, api, service) for service in SERVICE_NAMES}
 
 
 def _known(service: str) -> None:
