@@ -220,3 +220,44 @@ async def test_the_service_consuming_a_migrated_queue_keeps_receiving(
         assert counts[WORK]["consumers"] == 1
     planned = await orderctl("topology", "plan", "-s", SERVICE, "--url", vhost.url)
     assert planned.exit_code == 0, planned.output
+
+
+async def test_a_wait_queue_with_other_arguments_is_migrated_and_its_message_still_retried(
+    vhost,
+) -> None:
+    """A later release may change what a wait queue's arguments hold: the service uses the
+    wait as it is, and apply migrates it; the message in it still comes back to retry."""
+    wait = wait_queue_name(SERVICE, 1, OLD_DELAY)
+    code = ServiceTopology(SERVICE, (ROUTING_KEY,), (OLD_DELAY,)).wait_queues[0].arguments
+    earlier = {**code, "x-queue-type": "quorum", "x-dead-letter-strategy": "at-most-once"}
+    connection = await aio_pika.connect(vhost.url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(wait, durable=True, arguments=earlier)
+        await channel.default_exchange.publish(aio_pika.Message(b"waiting"), routing_key=wait)
+    await declare(vhost.url, delays=(OLD_DELAY,))  # the service starts: the wait as it is
+
+    planned = await orderctl(
+        "topology", "plan", "-s", SERVICE, "--url", vhost.url, delays=(OLD_DELAY,)
+    )
+    assert planned.exit_code == 1, planned.output
+    assert f"migrate {wait}" in planned.output
+    assert "x-dead-letter-strategy: 'at-most-once' -> 'at-least-once'" in planned.output
+
+    applied = await orderctl(
+        "topology", "apply", "-s", SERVICE, "--yes", "--quiet-period", QUIET,
+        "--url", vhost.url, delays=(OLD_DELAY,),
+    )  # fmt: skip
+    assert applied.exit_code == 0, applied.output
+    after = await orderctl(
+        "topology", "plan", "-s", SERVICE, "--url", vhost.url, delays=(OLD_DELAY,)
+    )
+    assert after.exit_code == 0, after.output
+    assert f"{wait}.migrating" not in await queue_names(vhost)
+
+    async def back_in_retry() -> bool:
+        retried = await peek_queue(vhost.url, retry_queue_name(SERVICE, 1))
+        assert [m.body for m in retried] == [b"waiting"]
+        return True
+
+    await eventually(back_in_retry, interval=1, timeout=2 * OLD_DELAY + 30)

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aiormq.exceptions import ChannelNotFoundEntity
 from faststream.rabbit import QueueType
 
-from servicekit.topology import EVENTS_EXCHANGE, redeliver_exchange_name
+from servicekit.topology import EVENTS_EXCHANGE, ServiceTopology, redeliver_exchange_name
 
 from .broker import republished
 from .dead_letters import DELIVERY_COUNT
@@ -92,7 +92,7 @@ class TopologyApplier:
         holding = holding_queue_name(queue)
         listing = await self._api.listing(queue)
         if queue in listing.queues and queue in {d.queue.name for d in plan.drifted}:
-            inbound = _inbound(listing.bindings_to(queue), plan.service, queue)
+            inbound = _inbound(listing.bindings_to(queue), plan.topology, queue)
             async with await self._connection.channel(publisher_confirms=False) as channel:
                 await channel.declare_queue(
                     holding, durable=True, arguments={"x-queue-type": QueueType.QUORUM.value}
@@ -108,10 +108,10 @@ class TopologyApplier:
         if queue not in listing.queues and not await self._until_consumers_cancelled():
             self.result.left.append(f"{queue}: deleted; no time left to declare it again")
             return
-        inbound = _inbound(listing.bindings_to(holding), plan.service, queue)
+        inbound = _inbound(listing.bindings_to(holding), plan.topology, queue)
         async with await self._connection.channel(publisher_confirms=False) as channel:
             # By itself first: `declare` keeps a retry queue beyond the layout only if it exists.
-            arguments = declared_arguments(plan.service, queue)
+            arguments = declared_arguments(plan.topology, queue)
             await channel.declare_queue(queue, durable=True, arguments=arguments)
             await plan.topology.declare(channel)
             await _move_bindings(channel, inbound, holding, queue)
@@ -183,12 +183,15 @@ class TopologyApplier:
             await channel.queue_delete(queue)
 
 
-def _inbound(bindings: list[ListedBinding], service: str, queue: str) -> list[ListedBinding]:
-    """A consuming queue's inflow: the bindings listed, and `<svc>.redeliver` under its name
-    in any case (an earlier layout fed it through the default exchange instead)."""
-    redeliver = ListedBinding(redeliver_exchange_name(service), queue, queue)
+def _inbound(
+    bindings: list[ListedBinding], topology: ServiceTopology, queue: str
+) -> list[ListedBinding]:
+    """A queue's inflow: the bindings listed, and for a consuming queue `<svc>.redeliver`
+    under its name in any case (an earlier layout fed it through the default exchange)."""
     keyed = {(binding.source, binding.routing_key): binding for binding in bindings}
-    keyed.setdefault((redeliver.source, redeliver.routing_key), redeliver)
+    if queue not in {wait.name for wait in topology.wait_queues}:
+        redeliver = ListedBinding(redeliver_exchange_name(topology.service), queue, queue)
+        keyed.setdefault((redeliver.source, redeliver.routing_key), redeliver)
     return sorted(keyed.values(), key=lambda b: (b.source != EVENTS_EXCHANGE.name, b.routing_key))
 
 

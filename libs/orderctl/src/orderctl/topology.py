@@ -133,7 +133,14 @@ def plan_service(service: str, delays: tuple[float, ...], listing: Listing) -> S
             if holding is None:
                 plan.missing_queues.append(name)
             continue
-        differences = argument_differences(found.arguments, declared_arguments(service, name))
+        differences = argument_differences(found.arguments, declared_arguments(topology, name))
+        if differences:
+            plan.drifted.append(Drifted(found, differences))
+    for wait in topology.wait_queues:
+        found = queues.get(wait.name)
+        differences = found and argument_differences(
+            found.arguments, declared_arguments(topology, wait.name)
+        )
         if differences:
             plan.drifted.append(Drifted(found, differences))
     wanted = {queue.name for queue in [*topology.wait_queues, topology.dead_letter_queue]}
@@ -159,10 +166,12 @@ def plan_service(service: str, delays: tuple[float, ...], listing: Listing) -> S
     return plan
 
 
-def declared_arguments(service: str, queue: str) -> dict[str, Any]:
-    """A consuming queue's arguments as the code declares them and the broker lists them:
-    with its type."""
-    return {"x-queue-type": "quorum", **consuming_queue_arguments(service, queue)}
+def declared_arguments(topology: ServiceTopology, queue: str) -> dict[str, Any]:
+    """A wait or consuming queue's arguments as the code declares them and the broker lists
+    them: with its type. A retry queue beyond the layout is declared as any consuming one."""
+    waits = {wait.name: wait.arguments for wait in topology.wait_queues}
+    arguments = waits.get(queue) or consuming_queue_arguments(topology.service, queue)
+    return {"x-queue-type": "quorum", **arguments}
 
 
 def _retry_queues_by_tier(service: str, queues: Iterable[str]) -> list[str]:
