@@ -125,16 +125,22 @@ class RunningSystem:
         assert report.ok, [f"{p.kind} {p.subject}: {p.detail}" for p in report.problems]
         return report
 
-    async def replay_dead_letters(self, service: str) -> str:
-        """Run `orderctl dlq replay <service> --all --yes` as an operator would; its output."""
-        replay = await asyncio.to_thread(
+    async def orderctl(
+        self, *command: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        """Run `orderctl <command>` as an operator would, at this system's broker."""
+        return await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "orderctl", "dlq", "replay", service, "--all", "--yes"],
-            env={"RABBITMQ_URL": self.rabbitmq.url, "COLUMNS": "200", "PATH": ""},
+            [sys.executable, "-m", "orderctl", *command],
+            env={"RABBITMQ_URL": self.rabbitmq.url, "COLUMNS": "200", "PATH": "", **(env or {})},
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
         )
+
+    async def replay_dead_letters(self, service: str) -> str:
+        """Run `orderctl dlq replay <service> --all --yes` as an operator would; its output."""
+        replay = await self.orderctl("dlq", "replay", service, "--all", "--yes")
         assert replay.returncode == 0, replay.stderr
         return replay.stdout
 
@@ -187,9 +193,7 @@ def replicas(request) -> int:
 
 
 @pytest.fixture(scope="module")
-def system(
-    service_env, replicas, rabbitmq, databases, tmp_path_factory
-) -> Iterator[RunningSystem]:
+def system(service_env, replicas, rabbitmq, databases, tmp_path_factory) -> Iterator[RunningSystem]:
     """Start every service as its own process, exactly as `make run` does; stop them after."""
     config = StackConfig.beside_others(
         rabbitmq_url=rabbitmq.url,

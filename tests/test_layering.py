@@ -19,8 +19,9 @@ SOURCES = {
     for pattern in ("contracts/src/*/__init__.py", "libs/*/src/*/__init__.py")
     for path in ROOT.glob(pattern)
 }
-SERVICE_SOURCES = {entry.package: ROOT / "services" / entry.name / "src" / entry.package
-                   for entry in SERVICES}
+SERVICE_SOURCES = {
+    entry.package: ROOT / "services" / entry.name / "src" / entry.package for entry in SERVICES
+}
 PACKAGES = {**SOURCES, **SERVICE_SOURCES}
 FRAMEWORKS = {"fastapi", "faststream", "asyncpg", "aio_pika", "aiormq", "aiosmtplib", "uvicorn"}
 
@@ -61,9 +62,7 @@ def runtime_imports(path: Path) -> Iterator[str]:
 def graph() -> dict[str, set[str]]:
     """First-party module -> the first-party modules it imports."""
     modules = {
-        module_name(path): path
-        for folder in PACKAGES.values()
-        for path in folder.rglob("*.py")
+        module_name(path): path for folder in PACKAGES.values() for path in folder.rglob("*.py")
     }
     return {
         name: {imported for imported in runtime_imports(path) if imported in modules} - {name}

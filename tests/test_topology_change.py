@@ -59,3 +59,21 @@ async def test_new_retry_delays_while_a_failure_waits_under_the_old_ones_lose_no
     assert {"shipping.wait.1.300ms", "shipping.wait.2.600ms"} <= depths.keys()
     assert not any(depths[name] for name in depths if name.startswith("shipping."))
     assert (await system.readiness("shipping"))["messages"]["dead_lettered"] == 0
+
+    # The operator removes what the old delays left, as the runbook says.
+    as_deployed = {"SHIPPING_RETRY_DELAYS": NEW_DELAYS}
+    planned = await system.orderctl("topology", "plan", "-s", "shipping", env=as_deployed)
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    old_waits = {"shipping.wait.1.500ms", "shipping.wait.2.1s", "shipping.wait.3.20s"}
+    assert all(f"delete obsolete wait queue {wait}" in planned.stdout for wait in old_waits)
+    applied = await system.orderctl(
+        "topology", "apply", "-s", "shipping", "--yes", "--quiet-period", "6",
+        env=as_deployed, timeout=180,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    clean = await system.orderctl("topology", "plan", "-s", "shipping", env=as_deployed)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert not old_waits & queue_depths(system).keys()
+    later = await system.place(("DELAYS", 1))
+    outcome = await eventually(lambda: system.settled(later, "confirmed"), timeout=60)
+    assert len(outcome["shipments"]) == 1, outcome

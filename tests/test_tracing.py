@@ -189,6 +189,7 @@ async def test_the_timer_started_dispatch_is_a_trace_of_its_own_linked_to_the_or
 async def test_an_order_whose_email_is_retried_is_still_one_trace(system, receiver) -> None:
     """The SMTP server is away when the confirmation is due: email retries it through its
     wait queue, and every attempt is in the order's trace. (Last: it stops the sink.)"""
+
     def confirmation_attempts():
         """The first from the work queue, each retry from a retry queue (spans named
         `email.redeliver.email.retry.N process`: the wait queue

@@ -9,7 +9,6 @@ they are read from the broker, never guessed here: orderctl imports no service.
 
 import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,7 @@ from servicekit.topology import (
     consuming_queue_arguments,
     dead_letter_exchange_name,
     redeliver_exchange_name,
+    retry_queue_name,
     work_queue_name,
 )
 
@@ -111,20 +111,18 @@ def plan_service(service: str, delays: tuple[float, ...], listing: Listing) -> S
         if binding.source == EVENTS_EXCHANGE.name
         and binding.destination in (work, holding_queue_name(work))
     )
-    topology = ServiceTopology(service, tuple(routing_keys), delays)
-    plan = ServicePlan(service, topology, deployed=bool(listing.queues))
+    queues = listing.queues
+    retry_tiers = len(delays)  # and those beyond, found as the service finds them
+    while retry_queue_name(service, retry_tiers + 1) in queues:
+        retry_tiers += 1
+    topology = ServiceTopology(service, tuple(routing_keys), delays, retry_tiers=retry_tiers)
+    plan = ServicePlan(service, topology, deployed=bool(queues))
     if not plan.deployed:
         return plan
-    queues = listing.queues
     plan.extra_retry_queues = [
-        queues[name]
-        for name in _retry_queues_by_tier(service, queues)
-        if _tier(name) > topology.retry_tiers
+        queues[retry_queue_name(service, tier)] for tier in range(len(delays) + 1, retry_tiers + 1)
     ]
-    consuming = [queue.name for queue in topology.consuming_queues] + [
-        queue.name for queue in plan.extra_retry_queues
-    ]
-    for name in consuming:
+    for name in [queue.name for queue in topology.consuming_queues]:
         holding = queues.get(holding_queue_name(name))
         if holding is not None:
             plan.holding.append(holding)
@@ -172,12 +170,3 @@ def declared_arguments(topology: ServiceTopology, queue: str) -> dict[str, Any]:
     waits = {wait.name: wait.arguments for wait in topology.wait_queues}
     arguments = waits.get(queue) or consuming_queue_arguments(topology.service, queue)
     return {"x-queue-type": "quorum", **arguments}
-
-
-def _retry_queues_by_tier(service: str, queues: Iterable[str]) -> list[str]:
-    retry = re.compile(rf"^{re.escape(service)}\.retry\.\d+$")
-    return sorted((name for name in queues if retry.match(name)), key=_tier)
-
-
-def _tier(retry_queue: str) -> int:
-    return int(retry_queue.rsplit(".", 1)[1])
