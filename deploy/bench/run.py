@@ -23,6 +23,7 @@ import httpx
 
 from devstack import ROOT, Stack, StackConfig, service_of
 from orderctl.broker import QueueProbe, service_depths
+from orderctl.management import ManagementApi, default_management_url, management_api
 from servicekit.registry import SERVICE_NAMES, SERVICES
 
 from . import cpu, report
@@ -258,7 +259,10 @@ async def _measure(
         mail_watch = asyncio.create_task(tap.watch_mailbox(stack.config.mbox))
         clients.callback(mail_watch.cancel)
         streams = await _open_streams(options, stack, clients, orders, inventory)
-        await _settle_watched(streams, tap, steps, options.stall_timeout, QueueProbe(broker))
+        api = await clients.enter_async_context(
+            management_api(default_management_url(stack.config.rabbitmq_url))
+        )
+        await _settle_watched(streams, tap, steps, options.stall_timeout, QueueProbe(broker), api)
         meter = CpuMeter(stack, admin, prefix, await postmaster_pid(admin))
         memory_before = _memory(stack)
         idle = await meter.idle_ms_per_s(options.idle_seconds)
@@ -278,7 +282,7 @@ async def _measure(
         try:
             await placing
             await _settle(load, tap, steps, options.stall_timeout)
-            depths = await _drain(QueueProbe(broker))
+            depths = await _drain(QueueProbe(broker), api)
         finally:
             reporter.cancel()
             watcher.cancel()
@@ -438,7 +442,12 @@ class CpuMeter:
 
 
 async def _settle_watched(
-    streams: Streams, tap: Tap, steps: tuple[str, ...], stall_timeout: float, probe: QueueProbe
+    streams: Streams,
+    tap: Tap,
+    steps: tuple[str, ...],
+    stall_timeout: float,
+    probe: QueueProbe,
+    api: ManagementApi,
 ) -> None:
     """Wait until the orders the streams watch are done and the queues drained, so their
     handling is not in the load's readings."""
@@ -449,7 +458,7 @@ async def _settle_watched(
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)
-    await _drain(probe)
+    await _drain(probe, api)
 
 
 def _last_lines(stack: Stack, count: int = 8) -> str:
@@ -487,14 +496,17 @@ async def _settle(load: Load, tap: Tap, steps: tuple[str, ...], stall_timeout: f
         await asyncio.sleep(0.1)
 
 
-async def _drain(probe: QueueProbe, timeout: float = 90.0) -> list:
+async def _drain(probe: QueueProbe, api: ManagementApi, timeout: float = 90.0) -> list:
     """Wait until the services' work and retry queues are empty twice in a row, so that the
     events that mark no step (orders recording the last confirmations, a retried message)
     are handled and their CPU is in the reading; at most `timeout` seconds (longer than the
-    longest default retry delay). The services' queue depths, at the end."""
+    longest default retry delay). The services' queue depths, at the end: their queues are
+    listed through the management API (`api`), since wait queues are named by their delay."""
     deadline, empty_before = time.monotonic() + timeout, False
     while True:
-        depths = [d for s in SERVICE_NAMES if (d := await service_depths(probe, s)) is not None]
+        depths = [
+            d for s in SERVICE_NAMES if (d := await service_depths(probe, api, s)) is not None
+        ]
         empty = all(d.work == 0 and d.in_retry == 0 for d in depths)
         if (empty and empty_before) or time.monotonic() > deadline:
             return depths
