@@ -380,7 +380,7 @@ async def follow_status(
     what it hears, or both: a status is passed on only if it comes after the last one. A
     listener that falls behind ends early (its client reconnects and reads the status
     again)."""
-    with hub.listen(order_id) as heard:
+    async with hub.listen(order_id) as heard:
         async with pool.acquire() as conn:
             row = await repository.fetch_status(conn, order_id)
         if row is None:

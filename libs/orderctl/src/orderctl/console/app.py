@@ -25,7 +25,7 @@ from faststream.rabbit import RabbitBroker
 
 from contracts import ALL_EVENTS
 from contracts.audit import OutboxAudit
-from servicekit.live import FellBehind, LiveHub, subscribe_live
+from servicekit.live import FellBehind, LiveHub, LiveUnavailable, subscribe_live
 from servicekit.registry import SERVICE_NAMES
 
 from ..audit import HTTP_TIMEOUT, AuditConfig, ServiceApis
@@ -214,15 +214,18 @@ def create_app(config: ConsoleConfig) -> FastAPI:
         """Server-sent events: `order` for each order event (about `order_id` alone, if
         given), each `{order_id, event_type}`. The first, `listening`, comes once the
         events are followed: a page that reads the current state then misses nothing."""
-        with hub.listen(order_id) as events:
-            yield ServerSentEvent(event="listening", data={}, retry=RECONNECT_MILLISECONDS)
-            while True:
-                try:
-                    event = await events.get()
-                except FellBehind:  # the browser reconnects and reads the state again
-                    return
-                data = {"order_id": str(event.order_id), "event_type": event.event_type}
-                yield ServerSentEvent(event="order", data=data)
+        try:
+            async with hub.listen(order_id) as events:
+                yield ServerSentEvent(event="listening", data={}, retry=RECONNECT_MILLISECONDS)
+                while True:
+                    try:
+                        event = await events.get()
+                    except FellBehind:  # the browser reconnects and reads the state again
+                        return
+                    data = {"order_id": str(event.order_id), "event_type": event.event_type}
+                    yield ServerSentEvent(event="order", data=data)
+        except LiveUnavailable as exc:  # the browser tries again after its retry delay
+            log.warning("live view not served: %s", exc)
 
     @pages.get("/dead-letters", response_class=HTMLResponse)
     async def dead_letters(

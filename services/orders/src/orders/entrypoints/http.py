@@ -42,7 +42,7 @@ from servicekit.auth import (
     mint_order_token,
 )
 from servicekit.dependencies import PoolDep, RuntimeDep
-from servicekit.live import LiveHub
+from servicekit.live import LiveHub, LiveUnavailable
 from servicekit.rpc import NoReply, ask
 from servicekit.telemetry import current_context, tag_order
 
@@ -262,6 +262,8 @@ async def order_followed(
             )
         except handlers.OrderNotFound as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        except LiveUnavailable as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
         yield changes
 
 
