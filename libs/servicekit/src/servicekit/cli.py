@@ -3,6 +3,7 @@ installed as the command `<service>`."""
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -41,6 +42,24 @@ def exit_cleanly_after_graceful_shutdown() -> None:
 
     signal.signal(signal.SIGTERM, exit_zero)
     signal.signal(signal.SIGINT, exit_zero)
+
+
+YOUNG_GENERATION_THRESHOLD = 10_000
+"""Allocations between two collections of the youngest generation (CPython's default is
+700). A service allocates and frees thousands of short-lived objects per message; most are
+freed by reference counting before a collection comes, so collecting ten times less often
+scans far fewer objects in all, while cyclic garbage still goes within milliseconds."""
+
+
+def collect_less_once_started() -> None:
+    """Move everything alive after startup (modules, classes, the app) out of the garbage
+    collector's sight, and collect the young generation less often: measured in `make
+    bench`, the collector otherwise spends 5-9% of a service's CPU, mostly rescanning
+    objects that live as long as the process."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
 
 
 def is_ready(settings: ServiceSettings, timeout: float = 4.0) -> bool:
@@ -83,8 +102,10 @@ def main(
             "serving on http://%s:%s", settings.http_host, settings.http_port
         )
         exit_cleanly_after_graceful_shutdown()
+        app = create_app(settings)
+        collect_less_once_started()
         uvicorn.run(
-            create_app(settings),
+            app,
             host=settings.http_host,
             port=settings.http_port,
             log_config=None,
