@@ -19,8 +19,11 @@ class EmailSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
-    smtp_idle_connections: int = Field(
-        4, ge=0, description="SMTP conversations kept open between emails and reused."
+    smtp_idle_connections: int | None = Field(
+        None,
+        ge=0,
+        description="SMTP conversations kept open between emails and reused; by default "
+        "PREFETCH, as many as emails sent at once (fewer are opened and closed under load).",
     )
     sender_address: str = "orders@orderflow.example"
     smtp_circuit_failure_threshold: int = Field(
@@ -29,3 +32,10 @@ class EmailSettings(ServiceSettings):
     smtp_circuit_reset_timeout: float = Field(
         30.0, gt=0, description="Seconds the circuit stays open before one probe."
     )
+
+    @property
+    def idle_smtp_conversations(self) -> int:
+        """At most this many SMTP conversations wait open for the next email."""
+        if self.smtp_idle_connections is None:
+            return self.prefetch
+        return self.smtp_idle_connections

@@ -12,7 +12,7 @@ from ..domain.emails import OutgoingEmail
 
 
 class SmtpSender:
-    """Keeps up to `smtp_idle_connections` SMTP conversations open between emails and reuses
+    """Keeps up to `idle_smtp_conversations` SMTP conversations open between emails and reuses
     them: a TCP connection, greeting, EHLO (and STARTTLS, AUTH) per email cost more than
     the email. A conversation that failed is closed, never reused."""
 
@@ -75,7 +75,7 @@ class SmtpSender:
         return client
 
     def _keep(self, client: aiosmtplib.SMTP) -> None:
-        if len(self._idle) < self._settings.smtp_idle_connections:
+        if len(self._idle) < self._settings.idle_smtp_conversations:
             self._idle.append(client)
         else:
             client.close()
