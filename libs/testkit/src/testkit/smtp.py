@@ -19,12 +19,15 @@ class CapturingSmtpHandler:
         self.messages: list[EmailMessage] = []
         self.peers: list[tuple[str, int]] = []
         """The client address and port of each accepted message's connection, in order."""
+        self.recipients: list[list[str]] = []
+        """Each accepted message's envelope recipients (RCPT TO), in order."""
         self._lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         with self._lock:
             self.messages.append(message_from_bytes(envelope.content, policy=default_policy))
             self.peers.append(tuple(session.peer[:2]))
+            self.recipients.append(list(envelope.rcpt_tos))
         return "250 Message accepted for delivery"
 
     def connections_for(self, text: str) -> set[tuple[str, int]]:

@@ -1,6 +1,12 @@
 """Sending email over real SMTP conversations, behind a circuit breaker."""
 
-from email.message import EmailMessage
+from dataclasses import dataclass
+from email.charset import QP, Charset
+from email.generator import BytesGenerator
+from email.message import Message
+from email.policy import compat32
+from email.utils import formataddr, parseaddr
+from io import BytesIO
 
 import aiosmtplib
 
@@ -9,6 +15,53 @@ from servicekit.consumer import PermanentFailure
 
 from ..config import EmailSettings
 from ..domain.emails import OutgoingEmail
+
+UTF8_QUOTED_PRINTABLE = Charset("utf-8")
+UTF8_QUOTED_PRINTABLE.body_encoding = QP
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What SMTP carries: the envelope's addresses, and the message as bytes."""
+
+    sender: str
+    recipient: str
+    data: bytes
+
+    @property
+    def mail_options(self) -> list[str]:
+        """SMTPUTF8 when an address is not ASCII (RFC 6531)."""
+        return [] if (self.sender + self.recipient).isascii() else ["SMTPUTF8"]
+
+
+def plain_text_envelope(sender: str, email: OutgoingEmail) -> Envelope:
+    """The email as a plain-text MIME message from `sender` ("Name <address>" or an address).
+
+    Built with the standard library's compat32 `Message`, not `EmailMessage`: the modern
+    policy parses every header into an object, and composing and flattening cost four
+    times as much (about 0.5 ms of CPU an email, measured). Non-ASCII text in the subject
+    and in a display name becomes RFC 2047 words, and the body is UTF-8 in
+    quoted-printable, so any line length goes through. An address that is not ASCII is
+    written in raw UTF-8 (RFC 6532, sent with SMTPUTF8), where RFC 2047 would garble it.
+    """
+    message = Message()
+    message["From"] = _address_header(sender)
+    message["To"] = _address_header(email.recipient)
+    message["Subject"] = email.subject
+    message["Message-ID"] = email.message_id
+    message["MIME-Version"] = "1.0"
+    message.set_payload(email.body, UTF8_QUOTED_PRINTABLE)
+    data = BytesIO()
+    BytesGenerator(data, mangle_from_=False, policy=compat32).flatten(message)
+    return Envelope(parseaddr(sender)[1], email.recipient, data.getvalue())
+
+
+def _address_header(text: str) -> str:
+    name, address = parseaddr(text)
+    if address.isascii():
+        return formataddr((name, address), charset="utf-8")
+    # compat32 writes a str holding surrogate escapes as its bytes: here, UTF-8.
+    return text.encode().decode("ascii", "surrogateescape")
 
 
 class SmtpSender:
@@ -29,7 +82,7 @@ class SmtpSender:
         """
         async with self._circuit.guard():
             try:
-                await self._deliver(self._message(email))
+                await self._deliver(plain_text_envelope(self._settings.sender_address, email))
             except aiosmtplib.SMTPResponseException as exc:
                 if 500 <= exc.code < 600:
                     raise PermanentFailure(f"SMTP refused: {exc.code} {exc.message}") from exc
@@ -40,11 +93,11 @@ class SmtpSender:
         while self._idle:
             self._idle.pop().close()
 
-    async def _deliver(self, message: EmailMessage) -> None:
+    async def _deliver(self, envelope: Envelope) -> None:
         if self._idle:
             client = self._idle.pop()
             try:
-                await client.send_message(message)
+                await self._send_over(client, envelope)
             except aiosmtplib.SMTPServerDisconnected:
                 client.close()  # the server ended the idle conversation: start a new one
             except BaseException:
@@ -55,11 +108,20 @@ class SmtpSender:
                 return
         client = await self._connect()
         try:
-            await client.send_message(message)
+            await self._send_over(client, envelope)
         except BaseException:
             client.close()
             raise
         self._keep(client)
+
+    @staticmethod
+    async def _send_over(client: aiosmtplib.SMTP, envelope: Envelope) -> None:
+        await client.sendmail(
+            envelope.sender,
+            [envelope.recipient],
+            envelope.data,
+            mail_options=envelope.mail_options,
+        )
 
     async def _connect(self) -> aiosmtplib.SMTP:
         settings = self._settings
@@ -79,12 +141,3 @@ class SmtpSender:
             self._idle.append(client)
         else:
             client.close()
-
-    def _message(self, email: OutgoingEmail) -> EmailMessage:
-        message = EmailMessage()
-        message["From"] = self._settings.sender_address
-        message["To"] = email.recipient
-        message["Subject"] = email.subject
-        message["Message-ID"] = email.message_id
-        message.set_content(email.body)
-        return message
