@@ -9,14 +9,16 @@ handlers send mail.
 """
 
 import asyncio
+import json
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 
-from contracts import OrderConfirmedV1, OrderCreatedV1
-from testkit.broker import peek_queue, publish_event
+from contracts import OrderConfirmedV1, OrderCreatedV1, OrderShippedV1
+from servicekit.outbox import add_to_outbox
+from testkit.broker import peek_queue, publish_event, tap
 from testkit.events import order_created
 from testkit.polling import eventually
 from testkit.services import probe_service
@@ -41,6 +43,8 @@ class TransactionRecordingHandler:
         self.release = asyncio.Event()
         self.failing: set[UUID] = set()
         self.breaking_commit: set[UUID] = set()
+        self.announcing = False
+        """Each message writes an event to the outbox before it fails, if it does."""
 
     async def __call__(
         self, conn: asyncpg.Connection, event: OrderCreatedV1 | OrderConfirmedV1
@@ -48,12 +52,25 @@ class TransactionRecordingHandler:
         if event.order_id == self.held:
             self.holding.set()
             await self.release.wait()
+        if self.announcing:
+            await add_to_outbox(conn, announcement_of(event))
         if event.order_id in self.failing:
             raise RuntimeError(f"injected failure for {event.order_id}")
         if event.order_id in self.breaking_commit:
             for _ in range(2):
                 await conn.execute("INSERT INTO promises VALUES ($1)", event.order_id)
         await conn.execute("INSERT INTO effects VALUES ($1, txid_current())", event.order_id)
+
+
+def announcement_of(event: OrderCreatedV1 | OrderConfirmedV1) -> OrderShippedV1:
+    """An event nobody in the probe's vhost consumes: only the test's tap sees it."""
+    return OrderShippedV1.caused_by(
+        event,
+        producer="probe",
+        order_id=event.order_id,
+        shipment_id=uuid4(),
+        tracking_number="T-1",
+    )
 
 
 @pytest.fixture
@@ -158,6 +175,35 @@ async def test_a_batch_commits_once_and_the_messages_failing_in_it_are_retried_a
     messages = (await client.get("/health/ready")).json()["messages"]
     assert messages["retried"] == 2 * (MAX_ATTEMPTS - 1), "only the failing were retried"
     assert messages["processed"] == 1 + len(good)
+
+
+async def test_only_the_events_of_the_messages_that_commit_in_a_batch_are_published(
+    probe, rabbitmq
+) -> None:
+    """Every message writes an event, then two fail: one rolls the batch back, the other its
+    savepoint. What is handed to the relay after the commit is the rest's events alone."""
+    handler, client, conn = probe
+    handler.announcing = True
+    events = [order_created(version=1) for _ in range(7)]
+    failing = [events[2], events[4]]
+    handler.failing.update(event.order_id for event in failing)
+    async with tap(rabbitmq.url, "order.shipped.v1") as published:
+        first = await hold_a_batch(rabbitmq, handler, events)
+        committed = [first, *(e for e in events if e not in failing)]
+        await applied_once_each(conn, committed)
+        for event in failing:
+            await eventually(lambda event=event: dead_lettered(rabbitmq, event), timeout=20)
+
+        async def all_published() -> list[str]:
+            rows = await conn.fetch("SELECT payload->>'order_id' AS id, published_at FROM outbox")
+            assert rows and all(row["published_at"] for row in rows), rows
+            assert len(published) == len(rows), (len(published), len(rows))
+            return [row["id"] for row in rows]
+
+        written = await eventually(all_published, timeout=10)
+    announced = sorted(str(event.order_id) for event in committed)
+    assert sorted(written) == announced, "no event of a message that failed"
+    assert sorted(json.loads(m.body)["order_id"] for m in published) == announced, "each once"
 
 
 async def test_a_batch_that_cannot_commit_acks_nothing_and_applies_each_message_alone(

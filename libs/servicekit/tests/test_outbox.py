@@ -1,11 +1,13 @@
 """The outbox relay on the real RabbitMQ and PostgreSQL: a row the broker refuses waits on
-its own backoff and holds up nobody; rows the service writes itself are published at once,
-rows written elsewhere at the next poll; a round reads only recent rows, whatever the
-history, and a sweep finds the old ones."""
+its own backoff and holds up nobody; rows the service writes itself are published at once
+(a handler's handed over, without a relay round), rows written elsewhere at the next poll,
+and rows whose writer never handed them over once their grace is over; a round reads only
+recent rows, whatever the history, and a sweep finds the old ones."""
 
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from fastapi import APIRouter
@@ -14,7 +16,15 @@ from pydantic_settings import SettingsConfigDict
 from contracts import OrderConfirmedV1, OrderCreatedV2
 from servicekit.db import create_pool
 from servicekit.dependencies import PoolDep
-from servicekit.outbox import EVERY_ROW, PENDING_ROWS, SWEEP_MARGIN, add_to_outbox, staged
+from servicekit.outbox import (
+    EVERY_ROW,
+    HANDOVER_GRACE,
+    PENDING_ROWS,
+    SWEEP_MARGIN,
+    add_to_outbox,
+    handing_over,
+    staged,
+)
 from servicekit.service import ServiceSpec, build_app
 from servicekit.settings import ServiceSettings
 from testkit.broker import publish_event, tap
@@ -154,14 +164,70 @@ async def test_an_event_written_behind_a_post_is_published_without_waiting_for_a
     assert message.message_id == response.json()["event_id"]
 
 
-async def test_an_event_written_by_a_handler_is_published_without_waiting_for_a_poll(
-    rabbitmq, waking_service
+async def test_an_event_written_by_a_handler_is_handed_over_and_published_without_a_round(
+    rabbitmq, databases, waking_service
 ) -> None:
     order = order_created()
     async with tap(rabbitmq.url, "order.confirmed.v1") as published:
         await publish_event(rabbitmq.url, order)
         [message] = await eventually(lambda: published, timeout=10)
     assert json.loads(message.body)["order_id"] == str(order.order_id)
+    [row] = await eventually(
+        lambda: fetch(
+            databases.url("waking"),
+            """SELECT published_at, created_at, next_attempt_at FROM outbox
+               WHERE event_id = $1 AND published_at IS NOT NULL""",
+            UUID(message.message_id),
+        )
+    )  # an empty list is not there yet
+    assert row["next_attempt_at"] - row["created_at"] == HANDOVER_GRACE
+    assert row["published_at"] < row["next_attempt_at"], "published before a round would"
+
+
+async def test_a_handed_over_row_the_broker_refuses_goes_to_the_relays_rounds_at_once(
+    rabbitmq, databases, waking_service
+) -> None:
+    """Nothing is bound to order.confirmed.v1 without a tap: the broker returns it."""
+    order = order_created()
+    await publish_event(rabbitmq.url, order)
+
+    async def refused_by_a_round() -> dict:
+        rows = await fetch(
+            databases.url("waking"),
+            """SELECT published_at, attempts, last_error, created_at, next_attempt_at
+               FROM outbox WHERE payload->>'order_id' = $1""",
+            str(order.order_id),
+        )
+        assert [row["attempts"] for row in rows] == [1], rows
+        return dict(rows[0])
+
+    row = await eventually(refused_by_a_round, timeout=10)
+    assert row["published_at"] is None
+    assert "NO_ROUTE" in row["last_error"]
+    assert row["next_attempt_at"] - row["created_at"] < HANDOVER_GRACE, "backed off from now"
+
+
+async def test_rows_never_handed_over_are_published_by_a_round_once_their_grace_is_over(
+    rabbitmq, relay_database
+) -> None:
+    """As when the writer dies between its commit and the handover."""
+    orphan = order_created()
+    pool = await create_pool(relay_database, max_size=1)
+    try:
+        async with tap(rabbitmq.url, LISTENED_TO) as published:
+            with handing_over() as written:
+                async with pool.acquire() as conn, conn.transaction():
+                    await add_to_outbox(conn, orphan)
+            assert [row.event_id for row in written] == [orphan.event_id]
+            [message] = await eventually(
+                lambda: published, timeout=HANDOVER_GRACE.total_seconds() + 10
+            )
+    finally:
+        await pool.close()
+    assert message.message_id == str(orphan.event_id)
+    row = await outbox_row(relay_database, orphan)
+    assert row["next_attempt_at"] - row["created_at"] == HANDOVER_GRACE
+    assert row["published_at"] >= row["next_attempt_at"]
 
 
 async def test_rows_staged_in_a_block_are_written_as_it_ends_and_not_if_it_fails(

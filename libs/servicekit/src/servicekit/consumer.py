@@ -49,7 +49,7 @@ from contracts import Event, routing_key, versions
 from . import failures, telemetry, wire
 from .batching import Batches, outcome_of
 from .logs import handling
-from .outbox import staged, tracking_writes
+from .outbox import RowToPublish, handing_over, staged
 from .topology import (
     DEFAULT_RETRY_DELAYS,
     DELIVERY_LIMIT,
@@ -237,16 +237,16 @@ class EventConsumer:
         batch_size: int = 1,
         applied_alone: Collection[type[Event]] = (),
         readable_as: ReadableAs = versions.readable_as,
-        after_commit: Callable[[], None] = lambda: None,
+        hand_over: Callable[[Sequence[RowToPublish]], None] = lambda rows: None,
     ) -> None:
         """`batch_size` 1 applies each message alone, up to `prefetch` at once.
         `applied_alone` are the events whose handlers act outside the database (an email
         sent): each gets a transaction of its own even with batches, so a batch that fails
-        to commit never repeats them. `after_commit` is called once a transaction that
-        wrote outbox rows has committed (the service wakes its outbox relay with it)."""
+        to commit never repeats them. `hand_over` is given the outbox rows a transaction wrote
+        once it has committed (`OutboxRelay.hand_over`, which publishes them at once)."""
         wire.tolerate_undecodable_text()  # one undecodable message must not drop the connection
         self._known = accepted_events(handlers, readable_as)
-        self._after_commit = after_commit
+        self._hand_over = hand_over
         self.topology = ServiceTopology(service, tuple(self._known), tuple(retry_delays))
         self.max_attempts = max_attempts
         self._pool = pool_provider
@@ -379,11 +379,10 @@ class EventConsumer:
 
     async def _apply_alone(self, event: Event) -> bool:
         async with self._running:
-            with tracking_writes() as wrote_events:
+            with handing_over() as written:
                 async with self._connection() as conn, conn.transaction():
                     had_effect = await self._record_and_handle(conn, event)
-            if wrote_events():
-                self._after_commit()
+            self._hand_over(written)
             return had_effect
 
     async def _apply_batch(self, deliveries: Sequence[Delivery]) -> list[bool | Exception]:
@@ -417,14 +416,15 @@ class EventConsumer:
         message rolls back alone and its failure is its outcome; without, it raises
         `_FailedInBatch` and nothing commits."""
         results: list[bool | Exception] = []
-        with tracking_writes() as wrote_events:
+        with handing_over() as written:
             async with self._connection() as conn, conn.transaction():
                 if savepoints:
                     for delivery in deliveries:
                         try:
-                            with telemetry.attached(delivery.trace_context):
+                            with telemetry.attached(delivery.trace_context), handing_over() as own:
                                 async with conn.transaction():
                                     handled = await self._record_and_handle(conn, delivery.event)
+                            written.extend(own)  # its savepoint is released: they stand
                             results.append(handled)
                         except Exception as exc:  # noqa: BLE001 - this message's own failure
                             results.append(exc)
@@ -443,8 +443,7 @@ class EventConsumer:
                                 raise
                             except Exception as exc:  # noqa: BLE001 - judged by the caller
                                 raise _FailedInBatch(index, exc) from exc
-        if wrote_events():
-            self._after_commit()
+        self._hand_over(written)
         return results
 
     @contextlib.asynccontextmanager

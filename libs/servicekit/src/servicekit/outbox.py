@@ -1,18 +1,28 @@
 """Transactional outbox: write events with the state change, publish them afterwards.
 
 `add_to_outbox` runs inside the caller's transaction, so an event exists if and only if the
-change that caused it committed. `OutboxRelay` publishes pending rows in batches, each
-message persistent, mandatory and confirmed, and marks a row sent only after its confirm.
-A crash between confirm and mark publishes that row again: consumers are idempotent.
+change that caused it committed. Rows are published persistent, mandatory and confirmed,
+and a row is marked sent only after its confirm. A crash between confirm and mark publishes
+that row again: consumers are idempotent.
 
-The writer wakes the relay in-process once its transaction has committed (`wake`): the
-consumer after a commit that wrote events (`tracking_writes` tells), the HTTP app after a
-write request. A PostgreSQL NOTIFY would do the same across processes, but it takes a lock
-that serialises every commit in the cluster; rows written by other replicas or by a timer are
-found by the relay's poll instead.
+Two paths publish, so that a row waits neither for a poll nor for a relay round:
+- handed over: a writer that knows when it commits (the consumer, orders' placing) collects
+  the rows it writes (`handing_over`) and hands them to the relay once committed
+  (`OutboxRelay.hand_over`), which publishes them from memory and marks them in one
+  statement: no transaction and no read of the outbox for them. Until `HANDOVER_GRACE` has
+  passed such a row is not due for the relay's rounds, so they do not publish it a second
+  time while it is on its way; a row the broker refuses or cannot take is made due at once,
+  and the relay's rounds take it from there; a row whose writer crashed before publishing
+  is published by a round once the grace is over.
+- relay rounds (`OutboxRelay.run`): every other row is due when written. A round reads the
+  due rows, publishes them and marks them, in one transaction. The HTTP app wakes the relay
+  after a write request that wrote such rows (`noting_writes` tells); rows written by other
+  replicas or by a timer are found by the relay's poll. A PostgreSQL NOTIFY would wake it
+  across processes, but it takes a lock that serialises every commit in the cluster.
 
-A row the broker refuses (returned as unroutable, or nacked) is retried on its own backoff
-so it never holds up the others; when the broker cannot be reached, the relay backs off.
+A row the broker refuses (returned as unroutable, or nacked) is retried by the rounds on its
+own backoff, so it never holds up the others; when the broker cannot be reached, the relay
+backs off.
 
 Marking a row published leaves a dead entry in the index of unpublished rows until a vacuum
 removes it, and a scan from the index's start steps over every one. So a round looks only
@@ -60,29 +70,73 @@ PENDING_ROWS = """
 """Rows due, and due since $2: the lower bound keeps the scan off the dead entries that
 published rows leave in the index."""
 
-_writes: ContextVar[list[bool] | None] = ContextVar("outbox_writes", default=None)
+HANDOVER_GRACE = timedelta(seconds=5)
+"""How long a row handed over to the relay is left to that path before the relay's rounds
+take it as due: far longer than a publish and its confirm take."""
+
+
+@dataclass(frozen=True)
+class RowToPublish:
+    """An outbox row as the relay publishes it: the payload and headers as written."""
+
+    id: int
+    event_id: UUID
+    routing_key: str
+    body: str
+    """The payload as JSON text."""
+    correlation_id: str | None
+    headers: dict[str, Any]
+
+
+@dataclass
+class _Writes:
+    handing_over: bool
+    rows: list[RowToPublish] = field(default_factory=list)
+    due_now: bool = False
+    """Rows were written that only the relay's rounds will publish."""
+
+
+MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1)"
+
+_writes: ContextVar[_Writes | None] = ContextVar("outbox_writes", default=None)
 
 
 @contextlib.contextmanager
-def tracking_writes() -> Iterator[Callable[[], bool]]:
-    """Within the block, `add_to_outbox` is noted: the yielded callable says whether any row
-    was written, so a committed transaction that wrote none needs no relay round."""
-    wrote = [False]
-    token = _writes.set(wrote)
+def handing_over() -> Iterator[list[RowToPublish]]:
+    """Within the block, the rows `add_to_outbox` writes are collected into the yielded list
+    and written due only after `HANDOVER_GRACE`: the caller passes the list to
+    `OutboxRelay.hand_over` once their transaction has committed, and not if it rolled back.
+    Rows written inside a savepoint belong in the list only once the savepoint is released:
+    collect them in a block of their own and add them after."""
+    writes = _Writes(handing_over=True)
+    token = _writes.set(writes)
     try:
-        yield lambda: wrote[0]
+        yield writes.rows
     finally:
         _writes.reset(token)
 
 
-OutboxRow = tuple[UUID, str, str, str]
-"""event_id, routing_key, and the payload and headers as JSON text."""
+@contextlib.contextmanager
+def noting_writes() -> Iterator[Callable[[], bool]]:
+    """Within the block, the yielded callable says whether rows were written that are due
+    for the relay's rounds (not handed over), so a block that wrote none needs no round."""
+    writes = _Writes(handing_over=False)
+    token = _writes.set(writes)
+    try:
+        yield lambda: writes.due_now
+    finally:
+        _writes.reset(token)
+
+
+OutboxRow = tuple[UUID, str, str, dict[str, Any], UUID]
+"""event_id, routing_key, the payload as JSON text, the headers, and the correlation id."""
 
 INSERT_ROWS = """
-    INSERT INTO outbox (event_id, routing_key, payload, headers)
-    SELECT event_id, routing_key, payload::jsonb, headers::jsonb
+    INSERT INTO outbox (event_id, routing_key, payload, headers, next_attempt_at)
+    SELECT event_id, routing_key, payload::jsonb, headers::jsonb, now() + $5::interval
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
-         AS row (event_id, routing_key, payload, headers)"""
+         AS row (event_id, routing_key, payload, headers)
+    RETURNING id, event_id, routing_key"""
 
 
 @dataclass
@@ -117,19 +171,39 @@ async def add_to_outbox(
         event.event_id,
         event.routing_key(),
         event.model_dump_json(),
-        json.dumps(outbox_headers(headers)),
+        outbox_headers(headers),
+        event.correlation_id,
     )
     if (staging := _staging.get()) is not None and staging.conn is conn:
         staging.rows.append(row)
     else:
         await _insert(conn, [row])
-    if (wrote := _writes.get()) is not None:
-        wrote[0] = True
 
 
 async def _insert(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
-    if rows:
-        await conn.execute(INSERT_ROWS, *(list(column) for column in zip(*rows, strict=True)))
+    if not rows:
+        return
+    writes = _writes.get()
+    handing = writes is not None and writes.handing_over
+    event_ids, routing_keys, bodies, headers, _ = zip(*rows, strict=True)
+    inserted = await conn.fetch(
+        INSERT_ROWS,
+        event_ids,
+        routing_keys,
+        bodies,
+        [json.dumps(h) for h in headers],
+        HANDOVER_GRACE if handing else timedelta(0),
+    )
+    if writes is None:
+        return
+    if not handing:
+        writes.due_now = True
+        return
+    ids = {(r["event_id"], r["routing_key"]): r["id"] for r in inserted}
+    writes.rows.extend(
+        RowToPublish(ids[event_id, key], event_id, key, body, str(correlation_id), row_headers)
+        for event_id, key, body, row_headers, correlation_id in rows
+    )
 
 
 async def count_unpublished(conn: asyncpg.Connection) -> int:
@@ -176,8 +250,12 @@ class OutboxRelay:
         self._due_since = EVERY_ROW
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._handed: list[RowToPublish] = []
+        self._handing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        """Relay rounds until stopped; then the rows handed over are published before it
+        returns, while the broker is still connected."""
         backoff = 0.1
         while not self._stopping.is_set():
             self._wake.clear()  # a wake from here on means rows this round may not see
@@ -191,10 +269,62 @@ class OutboxRelay:
                 )
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
+        if self._handing is not None:
+            await self._handing
 
     def wake(self) -> None:
         """Rows have just committed: publish them now rather than at the next poll."""
         self._wake.set()
+
+    def hand_over(self, rows: Sequence[RowToPublish]) -> None:
+        """Rows written under `handing_over` whose transaction has just committed: publish
+        them now, in the background, batches one at a time. Once stopped, none is taken:
+        the relay's rounds publish them when they are due, in this process or the next."""
+        if not rows or self._stopping.is_set():
+            return
+        self._handed.extend(rows)
+        if self._handing is None:
+            self._handing = asyncio.create_task(self._publish_handed(), name="outbox-handover")
+
+    async def _publish_handed(self) -> None:
+        try:
+            while self._handed:
+                batch = self._handed[: self._batch_size]
+                del self._handed[: self._batch_size]
+                await self._publish_handed_batch(batch)
+        finally:
+            self._handing = None
+
+    async def _publish_handed_batch(self, rows: Sequence[RowToPublish]) -> None:
+        """Publish the rows and mark those confirmed; the others are made due at once for
+        the relay's rounds, which back off and count attempts as for any row."""
+        results = await asyncio.gather(
+            *(self._publish(row) for row in rows), return_exceptions=True
+        )
+        outcomes = list(zip(rows, results, strict=True))
+        published = [row.id for row, result in outcomes if result is None]
+        failed = [row.id for row, result in outcomes if result is not None]
+        try:
+            async with self._pool().acquire() as conn:
+                if published:
+                    await conn.execute(MARK_PUBLISHED, published)
+                if failed:
+                    await conn.execute(
+                        "UPDATE outbox SET next_attempt_at = now() WHERE id = ANY($1)", failed
+                    )
+        except Exception as exc:  # noqa: BLE001 - the rounds take them once the grace is over
+            log.warning(
+                "outbox relay: cannot mark %d handed-over row(s) (%s: %s); the relay's rounds "
+                "publish them once due",
+                len(rows),
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            self._on_published(len(published), 0)
+        _log_outcomes(rows, results)
+        if failed:
+            self.wake()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -218,14 +348,17 @@ class OutboxRelay:
         """Publish up to one batch of the rows due since `due_since`; return how many rows
         were marked published."""
         async with self._pool().acquire() as conn, conn.transaction():
-            rows = await conn.fetch(PENDING_ROWS, self._batch_size, due_since)
+            rows = [
+                RowToPublish(**record)
+                for record in await conn.fetch(PENDING_ROWS, self._batch_size, due_since)
+            ]
             if not rows:
                 return 0
             results = await asyncio.gather(
                 *(self._publish(row) for row in rows), return_exceptions=True
             )
             published = [
-                row["id"] for row, result in zip(rows, results, strict=True) if result is None
+                row.id for row, result in zip(rows, results, strict=True) if result is None
             ]
             refused = [
                 (row, r)
@@ -233,19 +366,11 @@ class OutboxRelay:
                 if isinstance(r, DeliveryError)
             ]
             if published:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1)", published
-                )
+                await conn.execute(MARK_PUBLISHED, published)
             if refused:
                 await self._retry_later(conn, refused)
         self._on_published(len(published), len(refused))
-        for row, error in zip(rows, results, strict=True):
-            if error is None:
-                log.debug("event %s (%s) published", row["event_id"], row["routing_key"])
-            else:
-                log.warning(
-                    "event %s (%s) not published: %r", row["event_id"], row["routing_key"], error
-                )
+        _log_outcomes(rows, results)
         if unreachable := [
             r for r in results if r is not None and not isinstance(r, DeliveryError)
         ]:
@@ -253,31 +378,31 @@ class OutboxRelay:
         return len(rows)
 
     async def _retry_later(
-        self, conn: asyncpg.Connection, failures: list[tuple[asyncpg.Record, BaseException]]
+        self, conn: asyncpg.Connection, failures: list[tuple[RowToPublish, BaseException]]
     ) -> None:
         await conn.executemany(
             """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
                    next_attempt_at = now() + least(interval '1 second' * power(2, attempts),
                                                    interval '60 seconds')
                WHERE id = $1""",
-            [(row["id"], repr(error)[:1000]) for row, error in failures],
+            [(row.id, repr(error)[:1000]) for row, error in failures],
         )
 
-    async def _publish(self, row: asyncpg.Record) -> None:
-        """Publish the row's payload as PostgreSQL renders it: JSON text, never decoded and
-        encoded again here; in the trace of the transaction that wrote it."""
-        with continued_from(row["headers"]):
+    async def _publish(self, row: RowToPublish) -> None:
+        """Publish the row's payload as JSON text, never decoded and encoded again here; in
+        the trace of the transaction that wrote it."""
+        with continued_from(row.headers):
             await self._broker.publish(
-                row["body"].encode(),
+                row.body.encode(),
                 exchange=EVENTS_EXCHANGE,
-                routing_key=row["routing_key"],
+                routing_key=row.routing_key,
                 persist=True,
                 mandatory=True,
-                message_id=str(row["event_id"]),
-                correlation_id=row["correlation_id"],
-                message_type=row["routing_key"],
+                message_id=str(row.event_id),
+                correlation_id=row.correlation_id,
+                message_type=row.routing_key,
                 content_type="application/json",
-                headers=row["headers"],
+                headers=row.headers,
                 timeout=self._confirm_timeout,
             )
 
@@ -285,3 +410,11 @@ class OutboxRelay:
         """Sleep until woken or `seconds` have passed."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+
+def _log_outcomes(rows: Sequence[RowToPublish], results: Sequence[BaseException | None]) -> None:
+    for row, error in zip(rows, results, strict=True):
+        if error is None:
+            log.debug("event %s (%s) published", row.event_id, row.routing_key)
+        else:
+            log.warning("event %s (%s) not published: %r", row.event_id, row.routing_key, error)

@@ -32,7 +32,7 @@ from .consumer import EventConsumer, Handler
 from .db import create_pool
 from .health import health_router
 from .metrics import HttpMetrics, RuntimeCollector, ScrapedState, ServiceMetrics, metrics_router
-from .outbox import OutboxRelay
+from .outbox import OutboxRelay, noting_writes
 from .retention import RetentionJob, RetentionRule, kit_rules
 from .rpc import Responder, subscribe_responder
 from .settings import ServiceSettings
@@ -207,7 +207,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
         applied_alone=spec.applied_alone,
         max_attempts=settings.max_attempts,
         retry_delays=settings.retry_delays,
-        after_commit=relay.wake,
+        hand_over=relay.hand_over,
     )
     runtime = ServiceRuntime(
         broker=broker, consumer=consumer, settings=settings, circuits=spec.circuits
@@ -263,6 +263,7 @@ def build_app(spec: ServiceSpec, *, consumer_factory: ConsumerFactory = EventCon
     app.add_middleware(HttpMetrics, registry=metrics.registry)
     metrics.registry.register(RuntimeCollector(runtime, scraped := ScrapedState()))
     app.state.runtime = runtime
+    app.state.relay = relay
     app.state.metrics = metrics
     app.state.scraped = scraped
     app.state.spec = spec
@@ -290,8 +291,8 @@ def _untraced(scope: Scope) -> bool:
 
 
 class WakeRelayAfterWrites:
-    """ASGI middleware: after a request that may have written events (any method but GET,
-    HEAD and OPTIONS), wake the outbox relay, so they are published at once.
+    """ASGI middleware: after a request that wrote events for the relay's rounds (rather
+    than handing them over), wake the outbox relay, so they are published at once.
 
     Plain ASGI rather than `@app.middleware("http")`, which costs a task per request."""
 
@@ -302,8 +303,12 @@ class WakeRelayAfterWrites:
         self.wake = wake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-        if scope["type"] == "http" and scope["method"] not in self.READS:
+        if scope["type"] != "http" or scope["method"] in self.READS:
+            await self.app(scope, receive, send)
+            return
+        with noting_writes() as wrote_for_the_relay:
+            await self.app(scope, receive, send)
+        if wrote_for_the_relay():
             self.wake()
 
 

@@ -38,7 +38,7 @@ from servicekit import telemetry
 from servicekit.batching import Batches, outcome_of
 from servicekit.consumer import PermanentFailure
 from servicekit.live import FellBehind, LiveHub
-from servicekit.outbox import add_to_outbox, staged
+from servicekit.outbox import RowToPublish, add_to_outbox, handing_over, staged
 
 from .adapters import repository
 from .domain.order import (
@@ -117,10 +117,13 @@ class OrderPlacing:
         versions: Sequence[int],
         batch_size: int,
         key_retention: timedelta,
+        hand_over: Callable[[Sequence[RowToPublish]], None],
     ) -> None:
         """`versions`: the versions of `order.created` each order is published in;
-        `key_retention`: how long an idempotency key answers as it first did."""
+        `key_retention`: how long an idempotency key answers as it first did; `hand_over`
+        publishes the outbox rows of a committed transaction (`OutboxRelay.hand_over`)."""
         self._pool = pool
+        self._hand_over = hand_over
         self._versions = versions
         self._key_retention = key_retention
         self._batches = Batches(self._place_batch, batch_size) if batch_size > 1 else None
@@ -138,10 +141,7 @@ class OrderPlacing:
     ) -> list[PlacedOrder | IdempotencyKeyReused]:
         if len(placements) > 1:
             try:
-                async with self._pool().acquire() as conn, conn.transaction():
-                    outcomes = await _place_in(
-                        conn, placements, self._versions, self._key_retention
-                    )
+                outcomes = await self._place_in_one_transaction(placements)
             except Exception as exc:  # noqa: BLE001 - nothing committed: each alone
                 log.debug(
                     "a batch of %d orders failed (%r); placing each alone", len(placements), exc
@@ -161,13 +161,22 @@ class OrderPlacing:
             return await self._place_once(placement)
 
     async def _place_once(self, placement: Placement) -> PlacedOrder:
-        async with self._pool().acquire() as conn, conn.transaction():
-            outcomes = await _place_in(conn, [placement], self._versions, self._key_retention)
+        outcomes = await self._place_in_one_transaction([placement])
         _log_placed([placement], outcomes)
         [placed] = outcomes
         if isinstance(placed, IdempotencyKeyReused):
             raise placed
         return placed
+
+    async def _place_in_one_transaction(
+        self, placements: Sequence[Placement]
+    ) -> list[PlacedOrder | IdempotencyKeyReused]:
+        """Place them and commit; then their `order.created` events go to the relay."""
+        with handing_over() as written:
+            async with self._pool().acquire() as conn, conn.transaction():
+                outcomes = await _place_in(conn, placements, self._versions, self._key_retention)
+        self._hand_over(written)
+        return outcomes
 
 
 async def _place_in(

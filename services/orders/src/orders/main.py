@@ -59,5 +59,6 @@ def create_app(
         versions=settings.order_created_versions,
         batch_size=settings.placing_batch_size,
         key_retention=settings.idempotency_key_retention,
+        hand_over=app.state.relay.hand_over,
     )
     return app
