@@ -105,7 +105,8 @@ def order_body(sku: str) -> dict:
 def order_sender(
     orders: Sequence[httpx.AsyncClient], skus: list[str], idempotency_prefix: str | None = None
 ) -> Send:
-    """POST /orders for order `index` to the orders replica `index % len(orders)`, on SKU
+    """POST /orders for order `index` with the client `index % len(orders)` (so to the
+    replica `index % replicas` when the clients cycle through the replicas), on SKU
     `index % len(skus)`; with an Idempotency-Key `<idempotency_prefix>-<index>` when a prefix
     is given."""
     bodies = [order_body(sku) for sku in skus]
