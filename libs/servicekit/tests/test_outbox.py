@@ -4,10 +4,11 @@ its own backoff and holds up nobody; rows the service writes itself are publishe
 and rows whose writer never handed them over once their grace is over; a round reads only
 recent rows, whatever the history, and a sweep finds the old ones."""
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi import APIRouter
@@ -18,9 +19,12 @@ from servicekit.db import create_pool
 from servicekit.dependencies import PoolDep
 from servicekit.outbox import (
     EVERY_ROW,
+    HANDOVER_BACKLOG_BATCHES,
     HANDOVER_GRACE,
     PENDING_ROWS,
     SWEEP_MARGIN,
+    OutboxRelay,
+    RowToPublish,
     add_to_outbox,
     handing_over,
     staged,
@@ -205,6 +209,34 @@ async def test_a_handed_over_row_the_broker_refuses_goes_to_the_relays_rounds_at
     assert row["published_at"] is None
     assert "NO_ROUTE" in row["last_error"]
     assert row["next_attempt_at"] - row["created_at"] < HANDOVER_GRACE, "backed off from now"
+
+
+class StuckBroker:
+    """A broker that never confirms a publish."""
+
+    async def publish(self, *args, **kwargs) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_rows_waiting_to_be_handed_over_are_bounded_while_publishing_is_stuck() -> None:
+    """A broker that hangs while orders are still placed must not grow the relay's memory:
+    rows beyond the backlog are left in the outbox for the relay's rounds."""
+    batch_size = 3
+    relay = OutboxRelay(
+        lambda: None, StuckBroker(), batch_size=batch_size, poll_interval=3600, confirm_timeout=1
+    )
+    rows = [RowToPublish(n, uuid4(), "order.created.v2", "{}", None, {}) for n in range(100)]
+    relay.hand_over(rows[:1])
+    await asyncio.sleep(0)  # the first row's batch starts publishing, and hangs
+    for row in rows[1:]:
+        relay.hand_over([row])
+    relay.hand_over(rows[:5])
+    try:
+        assert relay.handed_over_waiting == HANDOVER_BACKLOG_BATCHES * batch_size
+    finally:
+        for task in asyncio.all_tasks():
+            if task.get_name() == "outbox-handover":
+                task.cancel()
 
 
 async def test_rows_never_handed_over_are_published_by_a_round_once_their_grace_is_over(

@@ -13,7 +13,8 @@ Two paths publish, so that a row waits neither for a poll nor for a relay round:
   passed such a row is not due for the relay's rounds, so they do not publish it a second
   time while it is on its way; a row the broker refuses or cannot take is made due at once,
   and the relay's rounds take it from there; a row whose writer crashed before publishing
-  is published by a round once the grace is over.
+  is published by a round once the grace is over, as is a row handed over while the
+  relay's backlog of handed-over rows is full (`HANDOVER_BACKLOG_BATCHES`).
 - relay rounds (`OutboxRelay.run`): every other row is due when written. A round reads the
   due rows, publishes them and marks them, in one transaction. The HTTP app wakes the relay
   after a write request that wrote such rows (`noting_writes` tells); rows written by other
@@ -73,6 +74,11 @@ published rows leave in the index."""
 HANDOVER_GRACE = timedelta(seconds=5)
 """How long a row handed over to the relay is left to that path before the relay's rounds
 take it as due: far longer than a publish and its confirm take."""
+
+HANDOVER_BACKLOG_BATCHES = 10
+"""Batches of handed-over rows the relay keeps waiting while one is being published; rows
+handed over beyond them are left to its rounds, so memory stays bounded while the broker is
+slow or down and orders are still accepted."""
 
 
 @dataclass(frozen=True)
@@ -278,11 +284,13 @@ class OutboxRelay:
 
     def hand_over(self, rows: Sequence[RowToPublish]) -> None:
         """Rows written under `handing_over` whose transaction has just committed: publish
-        them now, in the background, batches one at a time. Once stopped, none is taken:
-        the relay's rounds publish them when they are due, in this process or the next."""
-        if not rows or self._stopping.is_set():
+        them now, in the background, batches one at a time. None is taken once stopped,
+        nor beyond `HANDOVER_BACKLOG_BATCHES` waiting: the relay's rounds publish those when
+        they are due, in this process or the next."""
+        room = HANDOVER_BACKLOG_BATCHES * self._batch_size - len(self._handed)
+        if not rows or self._stopping.is_set() or room <= 0:
             return
-        self._handed.extend(rows)
+        self._handed.extend(rows[:room])
         if self._handing is None:
             self._handing = asyncio.create_task(self._publish_handed(), name="outbox-handover")
 
@@ -325,6 +333,11 @@ class OutboxRelay:
         _log_outcomes(rows, results)
         if failed:
             self.wake()
+
+    @property
+    def handed_over_waiting(self) -> int:
+        """Rows handed over and waiting for the batch being published."""
+        return len(self._handed)
 
     def stop(self) -> None:
         self._stopping.set()
